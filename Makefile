@@ -1,0 +1,99 @@
+# da3-server build. `make` builds the three programs and the unit tests; `make run` and
+# `make test` first install missing system packages (scripts/install-deps.sh).
+#   SAN=1          build with AddressSanitizer + UBSan into build/san
+#   TORCH_DIR=DIR  build against another libtorch (e.g. a CUDA libtorch 2.x: DIR/include, DIR/lib)
+
+CC  ?= gcc
+CXX ?= g++
+SAN ?= 0
+TORCH_DIR ?=
+
+BUILD ?= build
+ifeq ($(SAN),1)
+BUILD := $(BUILD)/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+
+OPT ?= -O2
+WARN := -Wall -Wextra -Werror
+CPPFLAGS += -I. -D_GNU_SOURCE -MMD -MP
+CFLAGS   += -std=c11 $(OPT) -g $(WARN) $(SANFLAGS) -fPIC
+CXXFLAGS += -std=c++17 $(OPT) -g $(WARN) $(SANFLAGS) -fPIC
+
+ifeq ($(TORCH_DIR),)
+TORCH_INC := /usr/include
+TORCH_LIBS := -ltorch -ltorch_cpu -lc10
+else
+TORCH_INC := $(TORCH_DIR)/include
+TORCH_LIBS := -L$(TORCH_DIR)/lib -Wl,-rpath,$(TORCH_DIR)/lib -Wl,--no-as-needed \
+              $(patsubst $(TORCH_DIR)/lib/lib%.so,-l%,$(wildcard $(TORCH_DIR)/lib/libtorch_cuda.so $(TORCH_DIR)/lib/libc10_cuda.so)) \
+              -ltorch -ltorch_cpu -lc10 -Wl,--as-needed
+endif
+TORCH_CXXFLAGS := -isystem $(TORCH_INC) -isystem $(TORCH_INC)/torch/csrc/api/include
+
+LDLIBS := -lcivetweb -ljansson -lturbojpeg -lpng $(TORCH_LIBS) -lpthread -lrt -lm
+LDFLAGS += $(SANFLAGS)
+
+# Every .c/.cpp outside the program mains goes into one static library.
+MAINS := frontend/main.c worker/worker_main.c worker/infer_main.c
+LIB_C   := $(filter-out $(MAINS),$(wildcard common/*.c shm/*.c frontend/*.c worker/*.c))
+LIB_CXX := $(wildcard worker/*.cpp worker/da3/*.cpp)
+LIB_OBJ := $(LIB_C:%.c=$(BUILD)/obj/%.o) $(LIB_CXX:%.cpp=$(BUILD)/obj/%.o)
+LIB := $(BUILD)/libda3.a
+
+PROGS := $(BUILD)/da3-server $(BUILD)/da3-worker $(BUILD)/da3-infer
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+
+.PHONY: all deps run test bench clean format
+all: $(PROGS) $(UNIT_BIN) $(TOOL_BIN)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(TORCH_CXXFLAGS) $(CXXFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/da3-server: $(BUILD)/obj/frontend/main.o $(LIB)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/da3-worker: $(BUILD)/obj/worker/worker_main.o $(LIB)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/da3-infer: $(BUILD)/obj/worker/infer_main.o $(LIB)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+deps:
+	@scripts/install-deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(BUILD)/da3-server --host 127.0.0.1 --port 8000 --workers 1 --device cpu --model demo $(ARGS)
+
+test:
+	@scripts/install-deps.sh --test
+	@$(MAKE) --no-print-directory all
+	BUILD=$(BUILD) SAN=$(SAN) scripts/run-tests.sh
+
+bench:
+	@scripts/install-deps.sh --test
+	@$(MAKE) --no-print-directory all
+	BUILD=$(BUILD) scripts/bench.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,42 @@
+/* Image decoding shared by the front (upload validation) and the worker (pipeline input).
+ * JPEG goes through libjpeg-turbo's TurboJPEG API, PNG through libpng. */
+#ifndef DA3_IMAGE_DECODE_H
+#define DA3_IMAGE_DECODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Images larger than this many pixels (w*h, after decode) are refused: 8192x8192. */
+#define IMAGE_MAX_PIXELS (8192L * 8192L)
+#define IMAGE_MAX_SIDE 16384
+
+typedef enum { IMAGE_FORMAT_UNKNOWN = 0, IMAGE_FORMAT_JPEG, IMAGE_FORMAT_PNG } image_format;
+
+/* Interleaved 8-bit RGB, row-major, stride = 3*width. Owns `rgb` (free with image_free). */
+typedef struct {
+    int width, height;
+    uint8_t *rgb;
+} rgb_image;
+
+/* Returns the format named by the first bytes of `data` (magic numbers), or UNKNOWN. */
+image_format image_sniff(const uint8_t *data, size_t len);
+
+/* File extension (without dot) used to store an image of this format: "jpg", "png" or "bin". */
+const char *image_format_ext(image_format fmt);
+
+/* Fully decodes JPEG/PNG bytes to RGB8, applying the JPEG EXIF orientation.
+ * Returns 0, or -1 with a human-readable reason in err (truncated, corrupt, too large...). */
+int image_decode(const uint8_t *data, size_t len, rgb_image *out, char *err, size_t errlen);
+
+/* Checks that the bytes are a complete, decodable JPEG/PNG within the size limits without
+ * keeping the pixels (cheap: JPEG is decoded at 1/8 scale). Reports the stored (pre-EXIF)
+ * dimensions in *w, *h when not NULL. Returns 0, or -1 with a reason in err. */
+int image_validate(const uint8_t *data, size_t len, int *w, int *h, char *err, size_t errlen);
+
+/* Allocates an uninitialised w x h RGB8 image; returns 0 or -1 on overflow/ENOMEM. */
+int image_alloc(rgb_image *img, int width, int height);
+
+/* Releases the pixels and zeroes the struct; safe on a zeroed struct. */
+void image_free(rgb_image *img);
+
+#endif

@@ -1,0 +1,16 @@
+/* Where a session's images live on disk; shared by the front (writer) and the worker (reader) so
+ * the naming scheme exists in one place. Names are chosen by the server: NNNNNN.jpg / NNNNNN.png
+ * under the session's images/ folder; a client's filename is display text only. */
+#ifndef DA3_SESSION_FILES_H
+#define DA3_SESSION_FILES_H
+
+#include <stddef.h>
+#include "common/image_decode.h"
+
+/* Writes "<image_dir>/<index:06d>.<ext>" into dst; returns 0, or -1 if it does not fit. */
+int session_image_path(char *dst, size_t cap, const char *image_dir, int index, image_format fmt);
+
+/* Finds the stored file of image `index` (any known extension); returns 0 or -1 if absent. */
+int session_image_find(char *dst, size_t cap, const char *image_dir, int index);
+
+#endif

@@ -1,0 +1,44 @@
+/* Small process-wide helpers: clocks, files written atomically, directories, ids. */
+#ifndef DA3_UTIL_H
+#define DA3_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Wall-clock seconds since the epoch, with sub-second precision. */
+double now_wall(void);
+
+/* Monotonic seconds (for durations and timeouts). */
+double now_mono(void);
+
+/* Writes data to path via a temporary file in the same directory, fsync and rename, so readers
+ * see the old or the new content, never a mix. Returns 0 or -1 (errno set). */
+int write_file_atomic(const char *path, const void *data, size_t len);
+
+/* As write_file_atomic without the fsync: atomic against process crashes (rename), not against
+ * power loss; several times cheaper per call. */
+int write_file_atomic_nosync(const char *path, const void *data, size_t len);
+
+/* Reads a whole file into a malloc'd buffer (NUL-terminated for convenience); *len gets the size.
+ * Returns NULL (errno set) on failure. */
+uint8_t *read_file(const char *path, size_t *len);
+
+/* mkdir -p with mode 0755; returns 0 or -1. */
+int mkdir_p(const char *path);
+
+/* Removes a directory tree (like rm -rf); returns 0 or -1. A missing path is success. */
+int remove_tree(const char *path);
+
+/* Writes a random RFC 4122 version-4 UUID (36 chars + NUL) into out[37]. */
+void uuid4(char out[37]);
+
+/* 1 if s is a canonical lowercase UUID string, else 0 (used to reject path tricks in ids). */
+int is_uuid(const char *s);
+
+/* snprintf that reports truncation: returns 0 if it fit, -1 otherwise. */
+int fmt_path(char *dst, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Peak resident set size of this process in kilobytes (VmHWM), or -1. */
+long peak_rss_kb(void);
+
+#endif

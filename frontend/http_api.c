@@ -1,0 +1,246 @@
+#include "frontend/http_api.h"
+
+#include <civetweb.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "frontend/jobs.h"
+#include "frontend/server.h"
+#include "frontend/session.h"
+#include "frontend/supervisor.h"
+#include "frontend/ws.h"
+
+#define MAX_BODY (1 << 20)
+#define SERVER_VERSION "0.1.0"
+
+static const char *reason_phrase(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 422: return "Unprocessable Entity";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+/* Sends `body` (consumed) as a JSON response; CORS open to every origin like the reference. */
+static int send_json(struct mg_connection *conn, int status, json_t *body) {
+    char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    json_decref(body);
+    size_t len = text ? strlen(text) : 0;
+    mg_printf(conn,
+              "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+              "Access-Control-Allow-Origin: *\r\nCache-Control: no-store\r\n\r\n",
+              status, reason_phrase(status), len);
+    if (text) mg_write(conn, text, len);
+    free(text);
+    return status;
+}
+
+static int send_detail(struct mg_connection *conn, int status, const char *detail) {
+    return send_json(conn, status, json_pack("{s:s}", "detail", detail));
+}
+
+static int send_preflight(struct mg_connection *conn) {
+    mg_printf(conn,
+              "HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: *\r\n"
+              "Access-Control-Allow-Methods: GET, POST, DELETE, OPTIONS\r\n"
+              "Access-Control-Allow-Headers: *\r\nAccess-Control-Max-Age: 600\r\nContent-Length: 0\r\n\r\n");
+    return 204;
+}
+
+/* Reads the request body (up to MAX_BODY); returns malloc'd NUL-terminated text or NULL. */
+static char *read_body(struct mg_connection *conn, size_t *len, int *too_big) {
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    *too_big = 0;
+    while (buf) {
+        if (n == cap) {
+            if (cap >= MAX_BODY) {
+                *too_big = 1;
+                free(buf);
+                return NULL;
+            }
+            cap *= 2;
+            char *grown = realloc(buf, cap + 1);
+            if (!grown) {
+                free(buf);
+                return NULL;
+            }
+            buf = grown;
+        }
+        int r = mg_read(conn, buf + n, cap - n);
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    if (buf) buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static const char *const config_names[] = {"max_images", "process_res", "process_res_method",
+                                           "conf_thresh_percentile", "num_max_points", "show_cameras"};
+
+static int handle_create(struct mg_connection *conn) {
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    session_config cfg;
+    session_config_default(&cfg, g_server.opt.max_images);
+    if (g_server.opt.max_images > 100) cfg.max_images = 100; /* the reference's default */
+    char err[256], value[256];
+    /* Query string first (how the reference's clients send them), then a JSON body if any. */
+    const char *qs = ri->query_string ? ri->query_string : "";
+    for (size_t i = 0; i < sizeof config_names / sizeof *config_names; i++) {
+        int got = mg_get_var(qs, strlen(qs), config_names[i], value, sizeof value);
+        if (got >= 0 && session_config_set(&cfg, config_names[i], value, NULL, g_server.opt.max_images, err, sizeof err))
+            return send_detail(conn, 422, err);
+    }
+    size_t blen = 0;
+    int too_big = 0;
+    char *body = read_body(conn, &blen, &too_big);
+    if (too_big) return send_detail(conn, 413, "Request body too large (limit 1 MB)");
+    if (body && blen > 0) {
+        json_error_t jerr;
+        json_t *o = json_loadb(body, blen, 0, &jerr);
+        if (!json_is_object(o)) {
+            json_decref(o);
+            free(body);
+            snprintf(err, sizeof err, "Request body must be a JSON object of session parameters: %s", jerr.text);
+            return send_detail(conn, 422, err);
+        }
+        for (size_t i = 0; i < sizeof config_names / sizeof *config_names; i++) {
+            json_t *v = json_object_get(o, config_names[i]);
+            if (v && !json_is_null(v) &&
+                session_config_set(&cfg, config_names[i], NULL, v, g_server.opt.max_images, err, sizeof err)) {
+                json_decref(o);
+                free(body);
+                return send_detail(conn, 422, err);
+            }
+        }
+        json_decref(o);
+    }
+    free(body);
+    int status = 500;
+    session *s = sessions_create(&cfg, &status, err, sizeof err);
+    if (!s) return send_detail(conn, status, err);
+    json_t *out = json_pack("{s:b,s:s,s:f,s:i,s:o}", "success", 1, "session_id", s->id, "created_at",
+                            s->created_at, "max_images", s->cfg.max_images, "config",
+                            session_config_json(&s->cfg));
+    sessions_put(s);
+    return send_json(conn, 200, out);
+}
+
+int http_api_delete_session(const char *id, const char *reason) {
+    session *s = sessions_remove(id);
+    if (!s) return -1;
+    pthread_mutex_lock(&s->lock);
+    jobs_cancel(s);
+    pthread_mutex_unlock(&s->lock);
+    ws_close_session_socket(s, reason, 1000);
+    sessions_put(s);
+    return 0;
+}
+
+/* /ws/session/create and /ws/session/{id}. */
+static int session_handler(struct mg_connection *conn, void *cbdata) {
+    (void)cbdata;
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    const char *uri = ri->local_uri, *m = ri->request_method;
+    if (!strcmp(m, "OPTIONS")) return send_preflight(conn);
+    const char *rest = uri + strlen("/ws/session");
+    if (*rest == '/') rest++;
+    if (!strcmp(rest, "create")) {
+        if (strcmp(m, "POST")) return send_detail(conn, 405, "Method Not Allowed");
+        return handle_create(conn);
+    }
+    if (!strcmp(m, "GET")) {
+        session *s = sessions_get(rest);
+        if (!s) return send_detail(conn, 404, "Session not found");
+        pthread_mutex_lock(&s->lock);
+        session_touch(s); /* like the reference, a lookup counts as activity */
+        json_t *info = session_info_json(s);
+        pthread_mutex_unlock(&s->lock);
+        sessions_put(s);
+        return send_json(conn, 200, info);
+    }
+    if (!strcmp(m, "DELETE")) {
+        char id[64];
+        snprintf(id, sizeof id, "%s", rest);
+        if (http_api_delete_session(id, "Session deleted")) return send_detail(conn, 404, "Session not found");
+        char msg[128];
+        snprintf(msg, sizeof msg, "Session %s deleted", id);
+        return send_json(conn, 200, json_pack("{s:b,s:s}", "success", 1, "message", msg));
+    }
+    return send_detail(conn, 405, "Method Not Allowed");
+}
+
+static int sessions_handler(struct mg_connection *conn, void *cbdata) {
+    (void)cbdata;
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (!strcmp(ri->request_method, "OPTIONS")) return send_preflight(conn);
+    if (strcmp(ri->request_method, "GET")) return send_detail(conn, 405, "Method Not Allowed");
+    return send_json(conn, 200, sessions_list_json(g_server.opt.session_timeout));
+}
+
+static const char *worker_state_name(uint32_t st) {
+    static const char *names[] = {"empty", "starting", "ready", "dead"};
+    return st < 4 ? names[st] : "unknown";
+}
+
+static int status_handler(struct mg_connection *conn, void *cbdata) {
+    (void)cbdata;
+    json_t *workers = json_array();
+    int ready = 0;
+    const char *model_name = NULL;
+    int trained = strcmp(g_server.opt.model, "demo") != 0;
+    char name_buf[160] = "";
+    shmq_lock(g_server.q);
+    for (int i = 0; i < g_server.opt.workers; i++) {
+        shmq_worker *w = shmq_worker_slot(g_server.q, i);
+        if (w->state == WORKER_READY) {
+            ready++;
+            if (!model_name) {
+                snprintf(name_buf, sizeof name_buf, "%s", w->model_name);
+                model_name = name_buf;
+                trained = w->model_trained;
+            }
+        }
+        json_t *wj = json_pack("{s:i,s:i,s:s,s:s,s:I,s:I}", "index", i, "pid", w->pid, "state",
+                               worker_state_name(w->state), "device", w->device, "jobs_done",
+                               (json_int_t)w->jobs_done, "jobs_failed", (json_int_t)w->jobs_failed);
+        if (w->error[0]) json_object_set_new(wj, "error", json_string(w->error));
+        json_array_append_new(workers, wj);
+    }
+    shmq_unlock(g_server.q);
+    int queued, running;
+    shmq_counts(g_server.q, &queued, &running);
+    size_t arena_used, arena_total;
+    shmq_arena_usage(g_server.q, &arena_used, &arena_total);
+    json_t *model = json_pack("{s:s,s:s,s:b}", "name", model_name ? model_name : g_server.opt.model,
+                              "path", g_server.opt.model, "trained", trained);
+    if (!trained)
+        json_object_set_new(model, "warning",
+                            json_string("UNTRAINED: random weights; results are not real reconstructions"));
+    json_t *out = json_pack(
+        "{s:s,s:s,s:f,s:o,s:{s:i,s:i,s:i,s:o},s:{s:i,s:i,s:i},s:{s:i,s:i},s:{s:I,s:I}}", "status",
+        ready > 0 ? "ok" : "degraded", "version", SERVER_VERSION, "uptime_s",
+        now_mono() - g_server.started_mono, "model", model, "workers", "configured",
+        g_server.opt.workers, "alive", supervisor_alive(), "ready", ready, "list", workers, "queue",
+        "queued", queued, "running", running, "capacity", SHMQ_MAX_JOBS, "sessions", "total",
+        sessions_count(), "max", g_server.opt.max_sessions, "arena", "used_bytes",
+        (json_int_t)arena_used, "total_bytes", (json_int_t)arena_total);
+    return send_json(conn, 200, out);
+}
+
+void http_api_register(struct mg_context *ctx) {
+    mg_set_request_handler(ctx, "/ws/session", session_handler, NULL);
+    mg_set_request_handler(ctx, "/ws/sessions", sessions_handler, NULL);
+    mg_set_request_handler(ctx, "/status", status_handler, NULL);
+}

@@ -1,0 +1,31 @@
+/* Builders for every server->client WebSocket message of protocol v1. Each returns malloc'd
+ * compact JSON text (free with free()); field names and texts match the reference server. */
+#ifndef DA3_MESSAGES_H
+#define DA3_MESSAGES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* {"type":"connected","session_id":..,"image_count":..,"max_images":..} */
+char *msg_connected(const char *session_id, int image_count, int max_images);
+
+/* {"type":"ack","image_count":..,"session_id":..,"image_path":..} (+ "filename" display name) */
+char *msg_ack(const char *session_id, int image_count, const char *image_path, const char *filename);
+
+/* {"type":"progress","stage":..,"progress":..,"message":..} */
+char *msg_progress(const char *stage, double progress, const char *message);
+
+/* {"type":"error","message":..} */
+char *msg_error(const char *message);
+
+/* {"type":"pong","session_id":..} */
+char *msg_pong(const char *session_id);
+
+/* The result message ("delta" or "complete"): image_count, glb_base64 (encoded straight from
+ * glb, no intermediate copy), metadata = meta_json (a JSON object text from the worker) with
+ * session_id, num_frames and glb_size_bytes set. *len receives the text length. NULL on bad
+ * meta_json or out of memory. */
+char *msg_result(const char *type, int image_count, const uint8_t *glb, size_t glb_len,
+                 const char *meta_json, size_t meta_len, const char *session_id, size_t *len);
+
+#endif

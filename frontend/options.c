@@ -1,0 +1,156 @@
+#include "frontend/options.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void options_default(server_options *o) {
+    memset(o, 0, sizeof *o);
+    o->host = "127.0.0.1";
+    o->port = 8000;
+    o->workers = 1;
+    o->device = "cpu";
+    o->model = "demo";
+    o->data_dir = "./data";
+    o->web_dir = "./web";
+    o->max_sessions = 100;
+    o->session_timeout = 3600;
+    o->cleanup_interval = 300;
+    o->max_images = 100;
+    o->max_message_mb = 64;
+    o->arena_mb = 1024;
+    o->threads = 128;
+    o->worker_threads = 0;
+    o->log_level = "info";
+}
+
+static void print_help(void) {
+    server_options d;
+    options_default(&d);
+    printf("usage: da3-server [options]\n"
+           "Depth Anything 3 reconstruction server: HTTP + WebSocket front, prefork inference workers.\n\n"
+           "  --host ADDR              listen address (default %s)\n"
+           "  --port N                 listen port (default %d)\n"
+           "  --workers N              inference worker processes (default %d)\n"
+           "  --device LIST            cpu | cuda[:i][,cuda:j...], given to workers round-robin (default %s)\n"
+           "  --model PATH|demo        model folder (config.json + model.safetensors) or the built-in\n"
+           "                           untrained 'demo' network (default %s)\n"
+           "  --data-dir DIR           where sessions and their images are stored (default %s)\n"
+           "  --web-dir DIR            static files served at / (default %s)\n"
+           "  --worker-bin PATH        da3-worker program (default: next to da3-server)\n"
+           "  --max-sessions N         live sessions; creating one more is refused with 503 (default %d)\n"
+           "  --session-timeout S      idle seconds before a session expires (default %.0f)\n"
+           "  --cleanup-interval S     seconds between expiry sweeps (default %.0f)\n"
+           "  --max-images N           most images per session, also the default max_images (default %d)\n"
+           "  --max-message-mb N       largest WebSocket message; bigger ones close with 1009 (default %d)\n"
+           "  --arena-mb N             shared-memory arena for results (GLBs) in MB (default %d)\n"
+           "  --threads N              connection threads = concurrent sockets + HTTP requests (default %d)\n"
+           "  --worker-threads N       intra-op threads per worker, 0 = library default (default %d)\n"
+           "  --fsync                  fsync session files (survive power loss, not only crashes)\n"
+           "  --log-level L            debug | info | warn | error (default %s)\n"
+           "  --help                   this text\n",
+           d.host, d.port, d.workers, d.device, d.model, d.data_dir, d.web_dir, d.max_sessions,
+           d.session_timeout, d.cleanup_interval, d.max_images, d.max_message_mb, d.arena_mb,
+           d.threads, d.worker_threads, d.log_level);
+}
+
+/* Parses a whole-string integer in [lo, hi]; prints why not and returns -1. */
+static int parse_int(const char *name, const char *s, long lo, long hi, int *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) {
+        fprintf(stderr, "da3-server: --%s must be an integer in [%ld, %ld], got '%s'\n", name, lo, hi, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_seconds(const char *name, const char *s, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v > 0) || v > 1e9) {
+        fprintf(stderr, "da3-server: --%s must be a positive number of seconds, got '%s'\n", name, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int options_parse(server_options *o, int argc, char **argv) {
+    enum { O_HOST = 1000, O_PORT, O_WORKERS, O_DEVICE, O_MODEL, O_DATA, O_WEB, O_WBIN, O_MAXS,
+           O_TIMEOUT, O_CLEAN, O_MAXI, O_MAXMSG, O_ARENA, O_THREADS, O_WTHREADS, O_FSYNC, O_LOG,
+           O_HELP };
+    static const struct option opts[] = {
+        {"host", required_argument, 0, O_HOST},
+        {"port", required_argument, 0, O_PORT},
+        {"workers", required_argument, 0, O_WORKERS},
+        {"device", required_argument, 0, O_DEVICE},
+        {"model", required_argument, 0, O_MODEL},
+        {"data-dir", required_argument, 0, O_DATA},
+        {"web-dir", required_argument, 0, O_WEB},
+        {"worker-bin", required_argument, 0, O_WBIN},
+        {"max-sessions", required_argument, 0, O_MAXS},
+        {"session-timeout", required_argument, 0, O_TIMEOUT},
+        {"cleanup-interval", required_argument, 0, O_CLEAN},
+        {"max-images", required_argument, 0, O_MAXI},
+        {"max-message-mb", required_argument, 0, O_MAXMSG},
+        {"arena-mb", required_argument, 0, O_ARENA},
+        {"threads", required_argument, 0, O_THREADS},
+        {"worker-threads", required_argument, 0, O_WTHREADS},
+        {"fsync", no_argument, 0, O_FSYNC},
+        {"log-level", required_argument, 0, O_LOG},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0}};
+    optind = 1;
+    int c, rc = 0;
+    while (rc == 0 && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_HOST: o->host = optarg; break;
+        case O_PORT: rc = parse_int("port", optarg, 0, 65535, &o->port); break;
+        case O_WORKERS: rc = parse_int("workers", optarg, 1, 64, &o->workers); break;
+        case O_DEVICE: o->device = optarg; break;
+        case O_MODEL: o->model = optarg; break;
+        case O_DATA: o->data_dir = optarg; break;
+        case O_WEB: o->web_dir = optarg; break;
+        case O_WBIN: o->worker_bin = optarg; break;
+        case O_MAXS: rc = parse_int("max-sessions", optarg, 1, 100000, &o->max_sessions); break;
+        case O_TIMEOUT: rc = parse_seconds("session-timeout", optarg, &o->session_timeout); break;
+        case O_CLEAN: rc = parse_seconds("cleanup-interval", optarg, &o->cleanup_interval); break;
+        case O_MAXI: rc = parse_int("max-images", optarg, 1, 100000, &o->max_images); break;
+        case O_MAXMSG: rc = parse_int("max-message-mb", optarg, 1, 2000, &o->max_message_mb); break;
+        case O_ARENA: rc = parse_int("arena-mb", optarg, 16, 1 << 20, &o->arena_mb); break;
+        case O_THREADS: rc = parse_int("threads", optarg, 4, 10000, &o->threads); break;
+        case O_WTHREADS: rc = parse_int("worker-threads", optarg, 0, 1024, &o->worker_threads); break;
+        case O_FSYNC: o->fsync_writes = 1; break;
+        case O_LOG: o->log_level = optarg; break;
+        case O_HELP:
+        case 'h': print_help(); return 1;
+        default:
+            fprintf(stderr, "da3-server: see --help\n");
+            return -1;
+        }
+    }
+    if (rc == 0 && optind < argc) {
+        fprintf(stderr, "da3-server: unexpected argument '%s' (see --help)\n", argv[optind]);
+        rc = -1;
+    }
+    if (rc == 0 && strncmp(o->device, "cpu", 3) && strncmp(o->device, "cuda", 4)) {
+        fprintf(stderr, "da3-server: --device must be cpu or cuda[:i][,cuda:j...], got '%s'\n", o->device);
+        rc = -1;
+    }
+    return rc;
+}
+
+const char *options_worker_device(const server_options *o, int i, char *buf, int cap) {
+    int count = 1;
+    for (const char *p = o->device; *p; p++) count += *p == ',';
+    int want = i % count;
+    const char *start = o->device;
+    for (int k = 0; k < want; k++) start = strchr(start, ',') + 1;
+    const char *end = strchr(start, ',');
+    int len = end ? (int)(end - start) : (int)strlen(start);
+    snprintf(buf, (size_t)cap, "%.*s", len, start);
+    return buf;
+}

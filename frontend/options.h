@@ -1,0 +1,37 @@
+/* Command-line options of da3-server, their defaults and --help text. */
+#ifndef DA3_OPTIONS_H
+#define DA3_OPTIONS_H
+
+typedef struct {
+    const char *host;
+    int port;
+    int workers;
+    const char *device;       /* "cpu" or a comma list "cuda:0,cuda:1" given out round-robin */
+    const char *model;        /* folder or "demo" */
+    const char *data_dir;
+    const char *web_dir;
+    const char *worker_bin;   /* path of da3-worker; default: next to da3-server */
+    int max_sessions;
+    double session_timeout;   /* seconds of inactivity before a session expires */
+    double cleanup_interval;  /* seconds between expiry sweeps */
+    int max_images;           /* cap on a session's max_images (and its default) */
+    int max_message_mb;       /* largest WebSocket message accepted */
+    int arena_mb;             /* shared result arena for GLBs */
+    int threads;              /* CivetWeb connection threads = concurrent sockets + HTTP */
+    int worker_threads;       /* intra-op threads per worker (0: libtorch default) */
+    int fsync_writes;         /* fsync session files (survive power loss, not just crashes) */
+    const char *log_level;
+} server_options;
+
+/* Fills the defaults. */
+void options_default(server_options *o);
+
+/* Parses argv into o. Returns 0 to run, 1 when --help was printed, -1 on a bad option (an
+ * explanation was printed to stderr). */
+int options_parse(server_options *o, int argc, char **argv);
+
+/* Device string for worker i ("cuda:0,cuda:1" with 4 workers -> cuda:0, cuda:1, cuda:0, ...);
+ * writes into buf and returns it. */
+const char *options_worker_device(const server_options *o, int i, char *buf, int cap);
+
+#endif

@@ -1,0 +1,127 @@
+#include "frontend/session_config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void session_config_default(session_config *c, int server_max_images) {
+    c->max_images = server_max_images;
+    c->process_res = 504;
+    c->method = RESIZE_UPPER_BOUND_RESIZE;
+    c->conf_thresh_percentile = 10.0;
+    c->num_max_points = 10000000L;
+    c->show_cameras = 1;
+}
+
+/* Reads an integer from text or a JSON integer (a JSON real with no fraction is accepted). */
+static int get_long(const char *text, json_t *v, long *out) {
+    if (text) {
+        char *end;
+        long x = strtol(text, &end, 10);
+        if (!*text || *end) return -1;
+        *out = x;
+        return 0;
+    }
+    if (json_is_integer(v)) {
+        *out = (long)json_integer_value(v);
+        return 0;
+    }
+    if (json_is_real(v) && floor(json_real_value(v)) == json_real_value(v)) {
+        *out = (long)json_real_value(v);
+        return 0;
+    }
+    return -1;
+}
+
+static int get_double(const char *text, json_t *v, double *out) {
+    if (text) {
+        char *end;
+        double x = strtod(text, &end);
+        if (!*text || *end) return -1;
+        *out = x;
+        return 0;
+    }
+    if (!json_is_number(v)) return -1;
+    *out = json_number_value(v);
+    return 0;
+}
+
+/* FastAPI's bool parsing accepts true/false, 1/0, yes/no, on/off (any case). */
+static int get_bool(const char *text, json_t *v, int *out) {
+    if (!text) {
+        if (!json_is_boolean(v)) return -1;
+        *out = json_is_true(v);
+        return 0;
+    }
+    static const char *yes[] = {"true", "1", "yes", "on"}, *no[] = {"false", "0", "no", "off"};
+    for (int i = 0; i < 4; i++) {
+        if (!strcasecmp(text, yes[i])) return *out = 1, 0;
+        if (!strcasecmp(text, no[i])) return *out = 0, 0;
+    }
+    return -1;
+}
+
+int session_config_set(session_config *c, const char *name, const char *text, json_t *value,
+                       int server_max_images, char *err, size_t errlen) {
+    long l;
+    double d;
+    int b;
+    if (!strcmp(name, "max_images")) {
+        if (get_long(text, value, &l) || l < 1 || l > server_max_images) {
+            snprintf(err, errlen, "max_images must be an integer in [1, %d]", server_max_images);
+            return -1;
+        }
+        c->max_images = (int)l;
+    } else if (!strcmp(name, "process_res")) {
+        if (get_long(text, value, &l) || l < DA3_PATCH_SIZE || l > SESSION_MAX_PROCESS_RES) {
+            snprintf(err, errlen, "process_res must be an integer in [%d, %d]", DA3_PATCH_SIZE,
+                     SESSION_MAX_PROCESS_RES);
+            return -1;
+        }
+        c->process_res = (int)l;
+    } else if (!strcmp(name, "process_res_method")) {
+        const char *s = text ? text : json_string_value(value);
+        if (!s || resize_method_parse(s, &c->method)) {
+            snprintf(err, errlen,
+                     "process_res_method must be one of upper_bound_resize, upper_bound_crop, "
+                     "lower_bound_resize, lower_bound_crop");
+            return -1;
+        }
+    } else if (!strcmp(name, "conf_thresh_percentile")) {
+        if (get_double(text, value, &d) || !(d >= 0 && d <= 100)) {
+            snprintf(err, errlen, "conf_thresh_percentile must be a number in [0, 100]");
+            return -1;
+        }
+        c->conf_thresh_percentile = d;
+    } else if (!strcmp(name, "num_max_points")) {
+        if (get_long(text, value, &l) || l < 1 || l > SESSION_MAX_POINTS) {
+            snprintf(err, errlen, "num_max_points must be an integer in [1, %ld]", SESSION_MAX_POINTS);
+            return -1;
+        }
+        c->num_max_points = l;
+    } else if (!strcmp(name, "show_cameras")) {
+        if (get_bool(text, value, &b)) {
+            snprintf(err, errlen, "show_cameras must be a boolean (true/false)");
+            return -1;
+        }
+        c->show_cameras = b;
+    }
+    return 0;
+}
+
+json_t *session_config_json(const session_config *c) {
+    return json_pack("{s:i,s:s,s:f,s:I,s:b}", "process_res", c->process_res, "process_res_method",
+                     resize_method_name(c->method), "conf_thresh_percentile",
+                     c->conf_thresh_percentile, "num_max_points", (json_int_t)c->num_max_points,
+                     "show_cameras", c->show_cameras);
+}
+
+void session_config_from_json(session_config *c, json_t *config, json_t *max_images) {
+    char err[128];
+    if (json_is_integer(max_images)) c->max_images = (int)json_integer_value(max_images);
+    const char *key;
+    json_t *v;
+    json_object_foreach(config, key, v) session_config_set(c, key, NULL, v, 1 << 30, err, sizeof err);
+}

@@ -1,0 +1,39 @@
+/* A session's reconstruction settings (the create parameters of protocol v1): defaults,
+ * validation of client-supplied values, JSON form. */
+#ifndef DA3_SESSION_CONFIG_H
+#define DA3_SESSION_CONFIG_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "worker/preprocess.h"
+
+#define SESSION_MAX_PROCESS_RES 2016
+#define SESSION_MAX_POINTS 50000000L
+
+typedef struct {
+    int max_images;
+    int process_res;
+    resize_method method;
+    double conf_thresh_percentile;
+    long num_max_points;
+    int show_cameras;
+} session_config;
+
+/* The protocol defaults (504, upper_bound_resize, 10.0, 10,000,000 points, cameras on) with
+ * max_images = server_max_images. */
+void session_config_default(session_config *c, int server_max_images);
+
+/* Applies one client parameter given as text (query string) or JSON value (body; pass text NULL).
+ * Unknown names are ignored like the reference does. Returns 0, or -1 with a message for the
+ * client in err (e.g. "process_res must be an integer in [14, 2016]"). */
+int session_config_set(session_config *c, const char *name, const char *text, json_t *value,
+                       int server_max_images, char *err, size_t errlen);
+
+/* The "config" object of the create response (without max_images). */
+json_t *session_config_json(const session_config *c);
+
+/* Reads back what session_config_json wrote (plus max_images); missing fields keep *c. */
+void session_config_from_json(session_config *c, json_t *config, json_t *max_images);
+
+#endif

@@ -1,0 +1,218 @@
+"""Shared helpers for the integration tests: start the real build/da3-server on a free port with
+a private data dir, make test images, speak protocol v1 over real WebSockets, check GLBs."""
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import websockets
+
+REPO = os.environ.get("DA3_REPO", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BUILD = os.path.join(REPO, os.environ.get("BUILD", "build"))
+SERVER = os.path.join(BUILD, "da3-server")
+MAKE_JPEG = os.path.join(BUILD, "tools", "make_jpeg")
+
+failures = []
+
+
+def check(cond, what):
+    """Records a failed expectation (the test goes on, the script exits non-zero at the end)."""
+    if not cond:
+        failures.append(what)
+        print("  FAIL:", what, flush=True)
+    return cond
+
+
+def finish(name):
+    if failures:
+        print(f"{name}: {len(failures)} failure(s)", flush=True)
+        sys.exit(1)
+    print(f"{name}: ok", flush=True)
+
+
+class Server:
+    """A da3-server process on 127.0.0.1 with its own data dir; stop() ends it."""
+
+    def __init__(self, *args, data_dir=None, workers=1, port=0, env=None):
+        self.tmp = tempfile.mkdtemp(prefix="da3-it-")
+        self.data_dir = data_dir or os.path.join(self.tmp, "data")
+        self.log_path = os.path.join(self.tmp, "server.log")
+        self.args = args
+        self.workers = workers
+        self.port = port
+        self.env = env
+        self.proc = None
+        self.start()
+
+    def start(self):
+        cmd = [SERVER, "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+               "--model", "demo", "--data-dir", self.data_dir, "--web-dir", os.path.join(REPO, "web"),
+               "--worker-threads", "1", *self.args]
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            text = open(self.log_path).read()
+            m = re.findall(r"listening on http://127\.0\.0\.1:(\d+)/", text)
+            if m:
+                self.port = int(m[-1])
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited early:\n" + text)
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("server did not start:\n" + open(self.log_path).read())
+        self.wait_ready()
+
+    def wait_ready(self, timeout=120):
+        """Waits until every worker has loaded its model."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            st = self.http("GET", "/status")[1]
+            if st["workers"]["ready"] >= self.workers:
+                return st
+            time.sleep(0.1)
+        raise RuntimeError("workers not ready:\n" + open(self.log_path).read())
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_base(self):
+        return f"ws://127.0.0.1:{self.port}"
+
+    def http(self, method, path, body=None, headers=None):
+        """Returns (status, parsed JSON body or raw text)."""
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, raw = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw
+
+    def create(self, query="", body=None):
+        status, js = self.http("POST", "/ws/session/create" + (("?" + query) if query else ""), body)
+        assert status == 200, (status, js)
+        return js["session_id"]
+
+    def worker_pids(self):
+        st = self.http("GET", "/status")[1]
+        return [w["pid"] for w in st["workers"]["list"] if w["state"] == "ready"]
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def log_text(self):
+        return open(self.log_path).read()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+_image_cache = {}
+
+
+def make_image(w=140, h=105, seed=1, fmt="jpg", quality=90):
+    """Bytes of a deterministic synthetic photo (made by build/tools/make_jpeg)."""
+    key = (w, h, seed, fmt, quality)
+    if key not in _image_cache:
+        fd, path = tempfile.mkstemp(suffix="." + fmt)
+        os.close(fd)
+        subprocess.run([MAKE_JPEG, path, str(w), str(h), str(seed), str(quality)], check=True)
+        _image_cache[key] = open(path, "rb").read()
+        os.unlink(path)
+    return _image_cache[key]
+
+
+async def connect(server, session_id):
+    """Opens the session's socket and returns (ws, first message)."""
+    ws = await websockets.connect(f"{server.ws_base}/ws/reconstruct/{session_id}", max_size=None,
+                                  ping_interval=None, open_timeout=30)
+    first = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    return ws, first
+
+
+async def recv_json(ws, timeout=120):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def send_image(ws, data, filename=None, binary=False):
+    if binary:
+        await ws.send(data)
+    else:
+        msg = {"type": "image", "data": base64.b64encode(data).decode()}
+        if filename is not None:
+            msg["filename"] = filename
+        await ws.send(json.dumps(msg))
+    return await recv_json(ws)
+
+
+async def generate(ws, incremental=False, finalize=False, timeout=300):
+    """Sends generate/finalize; returns (progress messages, final message)."""
+    await ws.send(json.dumps({"type": "finalize"} if finalize else {"type": "generate", "incremental": incremental}))
+    progress = []
+    while True:
+        m = await recv_json(ws, timeout)
+        if m["type"] == "progress":
+            progress.append(m)
+            continue
+        return progress, m
+
+
+def glb_info(glb):
+    """Parses a GLB: returns (json dict, point count of the POINTS primitive, LINES primitive count)."""
+    magic, version, length = struct.unpack_from("<III", glb, 0)
+    assert magic == 0x46546C67 and version == 2 and length == len(glb), "bad GLB header"
+    clen, ctype = struct.unpack_from("<II", glb, 12)
+    assert ctype == 0x4E4F534A
+    gltf = json.loads(glb[20:20 + clen])
+    points, lines = 0, 0
+    for mesh in gltf.get("meshes", []):
+        for prim in mesh["primitives"]:
+            if prim.get("mode") == 0:
+                points += gltf["accessors"][prim["attributes"]["POSITION"]]["count"]
+            elif prim.get("mode") == 1:
+                lines += 1
+    return gltf, points, lines
+
+
+def validate_glb(glb, tag="glb"):
+    """Runs the Khronos glTF validator; returns True when it reports 0 errors."""
+    fd, path = tempfile.mkstemp(suffix=".glb", prefix=tag)
+    os.write(fd, glb)
+    os.close(fd)
+    r = subprocess.run([os.path.join(REPO, "scripts", "validate-glb.sh"), path], capture_output=True, text=True)
+    os.unlink(path)
+    if r.returncode != 0:
+        print(r.stdout, r.stderr)
+    return r.returncode == 0
+
+
+def run(coro):
+    return asyncio.get_event_loop().run_until_complete(coro) if sys.version_info < (3, 10) else asyncio.run(coro)

@@ -1,0 +1,157 @@
+#include "worker/pipeline.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+void pipeline_params_default(pipeline_params *p) {
+    memset(p, 0, sizeof *p);
+    p->process_res = 504;
+    p->method = RESIZE_UPPER_BOUND_RESIZE;
+    p->ref_view = REF_VIEW_SADDLE_BALANCED;
+    p->fusion.conf_thresh_percentile = 10.0;
+    p->fusion.num_max_points = 10000000;
+    p->fusion.show_cameras = 1;
+    p->fusion.seed = 42;
+}
+
+static void report(pipeline_progress_fn fn, void *ctx, const char *stage, double progress,
+                   const char *message) {
+    if (fn) fn(ctx, stage, progress, message);
+}
+
+/* Reads, decodes and resizes every view. Progress moves from 0.30 to 0.40 while decoding. */
+static int load_views(const char *const *paths, const char *const *names, int n,
+                      const pipeline_params *p, pipeline_progress_fn progress, void *ctx,
+                      rgb_image *views, char *err, size_t errlen) {
+    for (int i = 0; i < n; i++) {
+        const char *label = names && names[i] ? names[i] : paths[i];
+        size_t len = 0;
+        uint8_t *data = read_file(paths[i], &len);
+        if (!data) {
+            snprintf(err, errlen, "image %d (%s): cannot read the stored file", i, label);
+            return -1;
+        }
+        rgb_image decoded = {0};
+        char why[256] = "";
+        int rc = image_decode(data, len, &decoded, why, sizeof why);
+        free(data);
+        if (rc == 0) {
+            rc = preprocess_resize(&decoded, p->process_res, p->method, &views[i], why, sizeof why);
+            image_free(&decoded);
+        }
+        if (rc) {
+            snprintf(err, errlen, "image %d (%s): %s", i, label, why);
+            return -1;
+        }
+        char msg[96];
+        snprintf(msg, sizeof msg, "Decoded image %d/%d", i + 1, n);
+        report(progress, ctx, "inference", 0.30 + 0.10 * (i + 1) / n, msg);
+    }
+    return 0;
+}
+
+int pipeline_run_files(da3_model *m, const char *const *paths, const char *const *names, int n,
+                       const pipeline_params *p, pipeline_progress_fn progress, void *ctx,
+                       pipeline_result *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (n <= 0) {
+        snprintf(err, errlen, "No images in session");
+        return -1;
+    }
+    char msg[128];
+    snprintf(msg, sizeof msg, "Processing %d images...", n);
+    report(progress, ctx, "inference", 0.3, msg);
+
+    double t0 = now_mono();
+    rgb_image *views = calloc((size_t)n, sizeof *views);
+    da3_batch batch = {0};
+    int rc = views ? load_views(paths, names, n, p, progress, ctx, views, err, errlen) : -1;
+    if (!views) snprintf(err, errlen, "out of memory");
+    if (rc == 0) rc = preprocess_batch(views, n, &batch, err, errlen);
+    for (int i = 0; views && i < n; i++) image_free(&views[i]);
+    free(views);
+    out->decode_ms = (now_mono() - t0) * 1e3;
+    if (rc) goto done;
+
+    snprintf(msg, sizeof msg, "Running the network on %d views (%dx%d)...", n, batch.width,
+             batch.height);
+    report(progress, ctx, "inference", 0.4, msg);
+    double t1 = now_mono();
+    rc = da3_model_forward(m, batch.input, batch.n, batch.height, batch.width, NULL, p->ref_view,
+                           &out->pred, err, errlen);
+    out->model_ms = (now_mono() - t1) * 1e3;
+    if (rc) goto done;
+
+    report(progress, ctx, "exporting", 0.7, "Generating 3D model...");
+    double t2 = now_mono();
+    rc = fuse_point_cloud(&out->pred, batch.rgb, &p->fusion, &out->cloud, err, errlen);
+    out->fusion_ms = (now_mono() - t2) * 1e3;
+
+done:
+    da3_batch_free(&batch);
+    if (rc) pipeline_result_free(out);
+    return rc;
+}
+
+static json_t *matrices_json(const float *m, int n, int rows, int cols) {
+    json_t *all = json_array();
+    for (int i = 0; i < n; i++) {
+        json_t *mat = json_array();
+        for (int r = 0; r < rows; r++) {
+            json_t *row = json_array();
+            for (int c = 0; c < cols; c++)
+                json_array_append_new(row, json_real(m[(i * rows + r) * cols + c]));
+            json_array_append_new(mat, row);
+        }
+        json_array_append_new(all, mat);
+    }
+    return all;
+}
+
+char *pipeline_metadata_json(const pipeline_result *r, const char *model_name, int model_trained,
+                             size_t glb_bytes) {
+    const da3_prediction *pr = &r->pred;
+    json_t *meta = json_object();
+    json_object_set_new(meta, "num_frames", json_integer(pr->n));
+    json_object_set_new(meta, "glb_size_bytes", json_integer((json_int_t)glb_bytes));
+    json_object_set_new(meta, "intrinsics", matrices_json(pr->intrinsics, pr->n, 3, 3));
+    json_object_set_new(meta, "extrinsics", matrices_json(pr->extrinsics, pr->n, 3, 4));
+    json_object_set_new(meta, "num_points", json_integer((json_int_t)r->cloud.n_points));
+    json_t *size = json_array();
+    json_array_append_new(size, json_integer(pr->height));
+    json_array_append_new(size, json_integer(pr->width));
+    json_object_set_new(meta, "processed_size", size);
+    json_t *align = json_array();
+    for (int i = 0; i < 4; i++) {
+        json_t *row = json_array();
+        for (int j = 0; j < 4; j++) json_array_append_new(row, json_real(r->cloud.alignment[i * 4 + j]));
+        json_array_append_new(align, row);
+    }
+    json_object_set_new(meta, "hf_alignment", align);
+    json_t *model = json_object();
+    json_object_set_new(model, "name", json_string(model_name ? model_name : "unknown"));
+    json_object_set_new(model, "trained", json_boolean(model_trained));
+    if (!model_trained)
+        json_object_set_new(model, "warning",
+                            json_string("UNTRAINED: this model has random weights; depth, poses "
+                                        "and points are not a real reconstruction"));
+    json_object_set_new(meta, "model", model);
+    json_t *timing = json_object();
+    json_object_set_new(timing, "decode_ms", json_real(r->decode_ms));
+    json_object_set_new(timing, "model_ms", json_real(r->model_ms));
+    json_object_set_new(timing, "fusion_ms", json_real(r->fusion_ms));
+    json_object_set_new(meta, "timing", timing);
+    char *text = json_dumps(meta, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(meta);
+    return text;
+}
+
+void pipeline_result_free(pipeline_result *r) {
+    da3_prediction_free(&r->pred);
+    point_cloud_free(&r->cloud);
+}

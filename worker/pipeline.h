@@ -1,0 +1,45 @@
+/* The worker's whole job, shared by da3-worker and da3-infer: image files -> decode ->
+ * preprocess -> network -> fusion. Writing the GLB is left to the caller (arena or file). */
+#ifndef DA3_PIPELINE_H
+#define DA3_PIPELINE_H
+
+#include "worker/fusion.h"
+#include "worker/model.h"
+#include "worker/preprocess.h"
+
+typedef struct {
+    int process_res;
+    resize_method method;
+    ref_view_strategy ref_view;
+    fusion_params fusion;
+} pipeline_params;
+
+/* Called at each stage with a fraction in [0,1] of the whole job. */
+typedef void (*pipeline_progress_fn)(void *ctx, const char *stage, double progress,
+                                     const char *message);
+
+typedef struct {
+    da3_prediction pred;
+    point_cloud cloud;
+    double decode_ms, model_ms, fusion_ms; /* wall time per stage */
+} pipeline_result;
+
+/* Sets the defaults of the protocol: 504, upper_bound_resize, saddle_balanced, 10%, 10M points,
+ * cameras on, seed 42. */
+void pipeline_params_default(pipeline_params *p);
+
+/* Runs the pipeline on n image files in order. names (may be NULL) are display names used in
+ * error messages. Returns 0, or -1 with err naming the failing image or stage. */
+int pipeline_run_files(da3_model *m, const char *const *paths, const char *const *names, int n,
+                       const pipeline_params *p, pipeline_progress_fn progress, void *ctx,
+                       pipeline_result *out, char *err, size_t errlen);
+
+/* JSON text (malloc'd) of the result metadata the protocol sends besides the GLB:
+ * intrinsics (N,3,3), extrinsics (N,3,4), point/size/model facts. */
+char *pipeline_metadata_json(const pipeline_result *r, const char *model_name, int model_trained,
+                             size_t glb_bytes);
+
+/* Frees everything in the result; safe on a zeroed struct. */
+void pipeline_result_free(pipeline_result *r);
+
+#endif

@@ -1,0 +1,43 @@
+/* DA3 input preprocessing, identical to DA3's InputProcessor: boundary resize (cv2 INTER_AREA
+ * when shrinking, INTER_CUBIC when enlarging), multiple-of-14 rounding by resize or centre crop,
+ * centre-crop of mismatched sizes to the smallest H and W, ImageNet normalisation. */
+#ifndef DA3_PREPROCESS_H
+#define DA3_PREPROCESS_H
+
+#include "common/image_decode.h"
+
+#define DA3_PATCH_SIZE 14
+
+typedef enum {
+    RESIZE_UPPER_BOUND_RESIZE = 0, /* longest side -> process_res, sides to nearest multiple of 14 */
+    RESIZE_UPPER_BOUND_CROP,       /* longest side -> process_res, sides floored to 14 by centre crop */
+    RESIZE_LOWER_BOUND_RESIZE,     /* shortest side -> process_res, nearest multiple of 14 */
+    RESIZE_LOWER_BOUND_CROP,       /* shortest side -> process_res, floored by centre crop */
+} resize_method;
+
+/* Parses "upper_bound_resize" etc.; returns 0 and sets *m, or -1 for an unknown name. */
+int resize_method_parse(const char *name, resize_method *m);
+
+/* The canonical name of a method ("upper_bound_resize", ...). */
+const char *resize_method_name(resize_method m);
+
+/* Resizes one decoded image the way DA3 does for process_res/method into *out (allocated).
+ * Returns 0, or -1 with a reason in err (e.g. result smaller than one patch). */
+int preprocess_resize(const rgb_image *in, int process_res, resize_method m, rgb_image *out,
+                      char *err, size_t errlen);
+
+/* A batch ready for the network: N views cropped to a common H x W (multiples of 14). */
+typedef struct {
+    int n, height, width;
+    float *input;   /* (N,3,H,W) ImageNet-normalised float32 */
+    uint8_t *rgb;   /* (N,H,W,3) the same pixels as uint8 (for point colours) */
+} da3_batch;
+
+/* Builds a batch from already-resized images: centre-crops every view to the smallest H and W,
+ * normalises. Returns 0, or -1 with a reason in err. */
+int preprocess_batch(const rgb_image *views, int n, da3_batch *out, char *err, size_t errlen);
+
+/* Frees a batch's buffers and zeroes it; safe on a zeroed struct. */
+void da3_batch_free(da3_batch *b);
+
+#endif

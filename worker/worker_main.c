@@ -1,0 +1,189 @@
+/* da3-worker: one inference process, started by the front (prefork). Loads the model once on its
+ * device, then loops: claim a job from the shared ring, run the pipeline, write the GLB and its
+ * metadata straight into the shared arena, mark the job done. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/session_files.h"
+#include "common/util.h"
+#include "shm/shm_queue.h"
+#include "worker/glb.h"
+#include "worker/pipeline.h"
+
+static volatile sig_atomic_t stop_requested = 0;
+static void on_term(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+typedef struct {
+    shmq *q;
+    int slot;
+    uint64_t job_id;
+} job_ctx;
+
+static void forward_progress(void *ctx, const char *stage, double progress, const char *message) {
+    job_ctx *jc = ctx;
+    shmq_progress(jc->q, jc->slot, jc->job_id, stage, progress, message);
+}
+
+static void params_from_job(const shmq_job_params *jp, pipeline_params *p) {
+    pipeline_params_default(p);
+    p->process_res = jp->process_res;
+    p->method = (resize_method)jp->resize_method;
+    p->ref_view = (ref_view_strategy)jp->ref_view;
+    p->fusion.conf_thresh_percentile = jp->conf_thresh_percentile;
+    p->fusion.num_max_points = jp->num_max_points;
+    p->fusion.show_cameras = jp->show_cameras;
+    p->fusion.seed = jp->seed;
+}
+
+/* Runs one claimed job to DONE or FAILED. */
+static void run_job(shmq *q, da3_model *model, int slot, uint64_t job_id, const shmq_job_params *jp) {
+    job_ctx jc = {q, slot, job_id};
+    int n = jp->image_count;
+    char err[512] = "";
+    char (*paths)[600] = calloc((size_t)n, sizeof *paths);
+    const char **path_ptrs = calloc((size_t)n, sizeof *path_ptrs);
+    pipeline_result res = {0};
+    int rc = (paths && path_ptrs) ? 0 : -1;
+    if (rc) snprintf(err, sizeof err, "out of memory");
+    for (int i = 0; rc == 0 && i < n; i++) {
+        if (session_image_find(paths[i], sizeof paths[i], jp->image_dir, i)) {
+            snprintf(err, sizeof err, "image %d is missing from the session's storage", i);
+            rc = -1;
+        }
+        path_ptrs[i] = paths[i];
+    }
+    pipeline_params pp;
+    params_from_job(jp, &pp);
+    if (rc == 0)
+        rc = pipeline_run_files(model, path_ptrs, NULL, n, &pp, forward_progress, &jc, &res, err,
+                                sizeof err);
+    if (rc == 0) {
+        double t0 = now_mono();
+        size_t glb_len = glb_size(&res.cloud);
+        char *meta = pipeline_metadata_json(&res, da3_model_name(model), da3_model_is_trained(model),
+                                            glb_len);
+        size_t meta_len = meta ? strlen(meta) : 0;
+        uint64_t off = 0;
+        unsigned char *dst = meta ? shmq_result_alloc(q, slot, job_id, glb_len + meta_len, &off) : NULL;
+        if (!dst) {
+            snprintf(err, sizeof err,
+                     "the result (%.1f MB GLB, %zu points) does not fit in the shared result arena "
+                     "right now; lower num_max_points or start the server with a larger --arena-mb",
+                     glb_len / 1e6, res.cloud.n_points);
+            rc = -1;
+        } else {
+            shmq_progress(q, slot, job_id, "exporting", 0.9, "Writing GLB...");
+            glb_write(&res.cloud, dst, glb_len);
+            memcpy(dst + glb_len, meta, meta_len);
+            double ms[4] = {res.decode_ms, res.model_ms, res.fusion_ms, (now_mono() - t0) * 1e3};
+            shmq_finish(q, slot, job_id, off, glb_len, meta_len, ms);
+            log_info("job %llu: %d images, %zu points, GLB %zu bytes; decode %.0f ms, model %.0f ms, "
+                     "fusion %.0f ms, glb %.0f ms",
+                     (unsigned long long)job_id, n, res.cloud.n_points, glb_len, ms[0], ms[1], ms[2],
+                     ms[3]);
+        }
+        free(meta);
+    }
+    if (rc) {
+        log_warn("job %llu failed: %s", (unsigned long long)job_id, err);
+        shmq_fail(q, slot, job_id, err);
+    }
+    pipeline_result_free(&res);
+    free(paths);
+    free(path_ptrs);
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: da3-worker --shm NAME --index I [--model PATH|demo] [--device cpu|cuda[:i]]\n"
+            "                  [--threads N] [--log-level info]\n"
+            "Started by da3-server; not meant to be run by hand.\n");
+}
+
+int main(int argc, char **argv) {
+    const char *shm_name = NULL, *model_path = "demo", *device = "cpu", *level = "info";
+    int index = 0, threads = 0;
+    static const struct option opts[] = {
+        {"shm", required_argument, 0, 's'},     {"index", required_argument, 0, 'i'},
+        {"model", required_argument, 0, 'm'},   {"device", required_argument, 0, 'd'},
+        {"threads", required_argument, 0, 't'}, {"log-level", required_argument, 0, 'l'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': shm_name = optarg; break;
+        case 'i': index = atoi(optarg); break;
+        case 'm': model_path = optarg; break;
+        case 'd': device = optarg; break;
+        case 't': threads = atoi(optarg); break;
+        case 'l': level = optarg; break;
+        default: usage(); return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!shm_name || index < 0 || index >= SHMQ_MAX_WORKERS) {
+        usage();
+        return 2;
+    }
+    char tag[32];
+    snprintf(tag, sizeof tag, "worker%d", index);
+    log_init(tag, log_level_parse(level));
+    /* Exit with the front: a worker without its parent would hold the device for nothing. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_term;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    char err[512] = "";
+    shmq *q = shmq_attach(shm_name, err, sizeof err);
+    if (!q) {
+        log_error("%s", err);
+        return 1;
+    }
+    shmq_worker *me = shmq_worker_slot(q, index);
+    if (threads > 0) da3_set_num_threads(threads);
+    double t0 = now_mono();
+    da3_model *model = da3_model_open(model_path, device, err, sizeof err);
+    if (!model) {
+        log_error("cannot load model %s on %s: %s", model_path, device, err);
+        shmq_lock(q);
+        snprintf(me->error, sizeof me->error, "model load failed: %s", err);
+        shmq_unlock(q);
+        shmq_close(q, 0);
+        return 3;
+    }
+    shmq_lock(q);
+    me->pid = getpid();
+    me->model_trained = da3_model_is_trained(model);
+    snprintf(me->model_name, sizeof me->model_name, "%s", da3_model_name(model));
+    snprintf(me->device, sizeof me->device, "%s", device);
+    me->error[0] = 0;
+    me->heartbeat = now_mono();
+    me->state = WORKER_READY;
+    shmq_unlock(q);
+    log_info("ready: model %s on %s (loaded in %.1f s)%s", da3_model_name(model), device,
+             now_mono() - t0, da3_model_is_trained(model) ? "" : " [UNTRAINED random weights]");
+
+    while (!stop_requested) {
+        shmq_job_params jp;
+        uint64_t job_id = 0;
+        int slot = shmq_claim(q, index, 1.0, &jp, &job_id);
+        if (slot < 0) continue;
+        log_debug("claimed job %llu (session %s, %d images)", (unsigned long long)job_id,
+                  jp.session_id, jp.image_count);
+        run_job(q, model, slot, job_id, &jp);
+    }
+    log_info("stopping");
+    da3_model_close(model);
+    shmq_close(q, 0);
+    return 0;
+}

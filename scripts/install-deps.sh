@@ -7,7 +7,7 @@ build_pkgs=(build-essential pkg-config libcivetweb-dev libjansson-dev libpng-dev
             libtorch-dev libopenblas0-pthread)
 # Tests drive the real server with Python's websockets, validate GLBs with the Khronos validator
 # (node), and put a real nginx in front for the proxy tests.
-test_pkgs=(python3 python3-websockets nodejs npm nginx-light)
+test_pkgs=(python3 python3-websockets nodejs npm nginx-light curl)
 
 want=("${build_pkgs[@]}")
 [[ "${1:-}" == "--test" ]] && want+=("${test_pkgs[@]}")

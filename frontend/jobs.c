@@ -134,7 +134,9 @@ static void *deliver_result(void *arg) {
     const char *type = s->job_finalize || !s->job_incremental ? "complete" : "delta";
     pthread_mutex_unlock(&s->lock);
     size_t len = 0;
-    char *text = msg_result(type, j->params.image_count, glb, j->glb_len, meta, j->meta_len, s->id, &len);
+    double extra_ms[2] = {(j->t_claimed - j->t_queued) * 1e3, j->glb_ms};
+    char *text = msg_result(type, j->params.image_count, glb, j->glb_len, meta, j->meta_len, s->id,
+                            extra_ms, &len);
     shmq_release(g_server.q, d->slot); /* the arena block is no longer needed */
     double t1 = now_mono();
     if (!text) {

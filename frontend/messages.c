@@ -51,7 +51,8 @@ char *msg_pong(const char *session_id) {
 }
 
 char *msg_result(const char *type, int image_count, const uint8_t *glb, size_t glb_len,
-                 const char *meta_json, size_t meta_len, const char *session_id, size_t *len) {
+                 const char *meta_json, size_t meta_len, const char *session_id,
+                 const double *queue_and_glb_ms, size_t *len) {
     json_error_t jerr;
     json_t *meta = json_loadb(meta_json, meta_len, 0, &jerr);
     if (!json_is_object(meta)) {
@@ -60,6 +61,12 @@ char *msg_result(const char *type, int image_count, const uint8_t *glb, size_t g
     }
     json_object_set_new(meta, "session_id", json_string(session_id));
     json_object_set_new(meta, "glb_size_bytes", json_integer((json_int_t)glb_len));
+    if (queue_and_glb_ms) {
+        json_t *timing = json_object_get(meta, "timing");
+        if (!json_is_object(timing)) json_object_set_new(meta, "timing", timing = json_object());
+        json_object_set_new(timing, "queue_ms", json_real(queue_and_glb_ms[0]));
+        json_object_set_new(timing, "glb_ms", json_real(queue_and_glb_ms[1]));
+    }
     if (!json_object_get(meta, "num_frames")) json_object_set_new(meta, "num_frames", json_integer(image_count));
     char *meta_text = json_dumps(meta, JSON_COMPACT | JSON_REAL_PRECISION(9));
     json_decref(meta);

@@ -23,9 +23,11 @@ char *msg_pong(const char *session_id);
 
 /* The result message ("delta" or "complete"): image_count, glb_base64 (encoded straight from
  * glb, no intermediate copy), metadata = meta_json (a JSON object text from the worker) with
- * session_id, num_frames and glb_size_bytes set. *len receives the text length. NULL on bad
+ * session_id, num_frames and glb_size_bytes set, and, when queue_and_glb_ms is not NULL, its two
+ * values added to metadata.timing as queue_ms and glb_ms. *len receives the text length. NULL on bad
  * meta_json or out of memory. */
 char *msg_result(const char *type, int image_count, const uint8_t *glb, size_t glb_len,
-                 const char *meta_json, size_t meta_len, const char *session_id, size_t *len);
+                 const char *meta_json, size_t meta_len, const char *session_id,
+                 const double *queue_and_glb_ms, size_t *len);
 
 #endif

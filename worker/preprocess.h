@@ -21,6 +21,11 @@ int resize_method_parse(const char *name, resize_method *m);
 /* The canonical name of a method ("upper_bound_resize", ...). */
 const char *resize_method_name(resize_method m);
 
+/* The size preprocess_resize produces for a width x height image, without touching pixels.
+ * Returns 0, or -1 with a reason in err (result under one patch, or over IMAGE_MAX_PIXELS). */
+int preprocess_output_size(int width, int height, int process_res, resize_method m, int *out_w, int *out_h,
+                           char *err, size_t errlen);
+
 /* Resizes one decoded image the way DA3 does for process_res/method into *out (allocated).
  * Returns 0, or -1 with a reason in err (e.g. result smaller than one patch). */
 int preprocess_resize(const rgb_image *in, int process_res, resize_method m, rgb_image *out,

@@ -62,7 +62,8 @@ int main(void) {
     for (int i = 0; i < 1000; i++) glb[i] = (uint8_t)(i * 7);
     const char *meta = "{\"num_frames\":2,\"intrinsics\":[[[1,0,2],[0,1,2],[0,0,1]]]}";
     size_t len = 0;
-    text = msg_result("delta", 2, glb, sizeof glb, meta, strlen(meta), sid, &len);
+    double extra[2] = {12.5, 3.25};
+    text = msg_result("delta", 2, glb, sizeof glb, meta, strlen(meta), sid, extra, &len);
     CHECK(text && strlen(text) == len);
     o = parse(text);
     CHECK(!strcmp(json_string_value(json_object_get(o, "type")), "delta"));
@@ -76,7 +77,8 @@ int main(void) {
     CHECK(!strcmp(json_string_value(json_object_get(m, "session_id")), sid));
     CHECK(json_integer_value(json_object_get(m, "num_frames")) == 2);
     CHECK(json_array_size(json_object_get(m, "intrinsics")) == 1);
+    CHECK(json_real_value(json_object_get(json_object_get(m, "timing"), "queue_ms")) == 12.5);
     json_decref(o);
-    CHECK(msg_result("complete", 1, glb, 10, "not json", 8, sid, &len) == NULL);
+    CHECK(msg_result("complete", 1, glb, 10, "not json", 8, sid, NULL, &len) == NULL);
     CHECK_DONE("test_messages");
 }

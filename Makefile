@@ -29,7 +29,9 @@ TORCH_LIBS := -L$(TORCH_DIR)/lib -Wl,-rpath,$(TORCH_DIR)/lib -Wl,--no-as-needed 
               $(patsubst $(TORCH_DIR)/lib/lib%.so,-l%,$(wildcard $(TORCH_DIR)/lib/libtorch_cuda.so $(TORCH_DIR)/lib/libc10_cuda.so)) \
               -ltorch -ltorch_cpu -lc10 -Wl,--as-needed
 endif
-TORCH_CXXFLAGS := -isystem $(TORCH_INC) -isystem $(TORCH_INC)/torch/csrc/api/include
+# /usr/include is already a system directory: naming it again with -isystem breaks
+# #include_next in libstdc++, so Debian's build only adds the C++ API folder.
+TORCH_CXXFLAGS := $(if $(TORCH_DIR),-isystem $(TORCH_INC)) -isystem $(TORCH_INC)/torch/csrc/api/include
 
 LDLIBS := -lcivetweb -ljansson -lturbojpeg -lpng $(TORCH_LIBS) -lpthread -lrt -lm
 LDFLAGS += $(SANFLAGS)

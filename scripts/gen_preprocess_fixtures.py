@@ -20,6 +20,7 @@ then the patch-14 fix-up by a second cv2 resize (nearest multiple, ties up) or a
 import os
 import struct
 import sys
+import warnings
 import zlib
 
 import cv2
@@ -30,6 +31,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 IMG_DIR = os.path.join(ROOT, "tests", "data", "images")
 PRE_DIR = os.path.join(ROOT, "tests", "data", "preprocess")
 PATCH = 14
+MAX_PIXELS = 8192 * 8192  # IMAGE_MAX_PIXELS in common/image_decode.h
 METHODS = ["upper_bound_resize", "upper_bound_crop", "lower_bound_resize", "lower_bound_crop"]
 
 
@@ -346,11 +348,15 @@ def gen_preprocess():
     for (w, h, res) in sorted(sizes):
         for m in METHODS:
             fw, fh = final_size(w, h, res, m)
+            bw, bh, _ = boundary_size(w, h, res, m)
             if fw < PATCH or fh < PATCH:
                 fw, fh = 0, 0  # DA3 would produce a non-multiple-of-14 or empty image: refused
+            elif max(bw * bh, fw * fh) > MAX_PIXELS:
+                fw, fh = -1, -1  # DA3 would go on; the server refuses images over its pixel limit
             rows.append("%d %d %d %s %d %d" % (w, h, res, m, fw, fh))
     with open(os.path.join(PRE_DIR, "dims.txt"), "w") as f:
-        f.write("# <w> <h> <process_res> <method> <out w> <out h>   (0 0 = refused: under one patch)\n")
+        f.write("# <w> <h> <process_res> <method> <out w> <out h>"
+                "   (0 0: refused, under one patch; -1 -1: refused, over IMAGE_MAX_PIXELS)\n")
         f.write("\n".join(rows) + "\n")
 
     # ToTensor + Normalize in float32, as torch does it: (v / 255 - mean) / std.
@@ -362,6 +368,8 @@ def gen_preprocess():
 
 
 def main():
+    # PIL nags about palette+tRNS when converting; dropping the transparency is the point here.
+    warnings.filterwarnings("ignore", message="Palette images with Transparency")
     if cv2.__version__.split(".")[0] != "4":
         sys.exit("needs OpenCV 4.x, got " + cv2.__version__)
     gen_images()

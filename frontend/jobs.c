@@ -140,13 +140,15 @@ static void *deliver_result(void *arg) {
     shmq_release(g_server.q, d->slot); /* the arena block is no longer needed */
     double t1 = now_mono();
     if (!text) {
+        finish_session_job(s, j->job_id, 0, "could not encode the result");
         char *e = msg_error("Failed to generate point cloud: could not encode the result");
         ws_send_to_session(s, e, strlen(e));
         free(e);
-        finish_session_job(s, j->job_id, 0, "could not encode the result");
     } else {
-        int sent = ws_send_to_session(s, text, len) == 0;
+        /* The job ends before the result goes out: a client may send its next generate the
+         * moment it has the result, and that must not find this job still running. */
         finish_session_job(s, j->job_id, 1, NULL);
+        int sent = ws_send_to_session(s, text, len) == 0;
         log_info("session %s: %s sent (%d images, GLB %llu B, message %zu B): queue %.0f ms, "
                  "decode %.0f, model %.0f, fusion %.0f, glb %.0f, encode %.0f, send %.0f ms%s",
                  s->id, type, j->params.image_count, (unsigned long long)j->glb_len, len,
@@ -174,10 +176,10 @@ static void handle_finished(int slot, const shmq_job *j) {
         snprintf(msg, sizeof msg, "%s: %s",
                  finalize ? "Failed to finalize" : "Failed to generate point cloud", j->error);
         shmq_release(g_server.q, slot);
+        finish_session_job(s, j->job_id, 0, j->error);
         char *e = msg_error(msg);
         ws_send_to_session(s, e, strlen(e));
         free(e);
-        finish_session_job(s, j->job_id, 0, j->error);
         log_warn("session %s: job %llu failed: %s", s->id, (unsigned long long)j->job_id, j->error);
         sessions_put(s);
         return;

@@ -162,7 +162,7 @@ static void handle_generate(ws_client *c, int finalize, int incremental) {
     session *s = c->s;
     char err[300], msg[400];
     pthread_mutex_lock(&s->lock);
-    int rc;
+    int rc, refused = 1; /* refused = the request was not valid now, as opposed to failing */
     if (s->deleted) {
         snprintf(err, sizeof err, "Session %s not found", s->id);
         rc = -1;
@@ -179,12 +179,14 @@ static void handle_generate(ws_client *c, int finalize, int incremental) {
                            : msg_progress("loading_model", 0.1, "Loading model...");
         send_text(c->conn, m);
         free(m);
+        refused = 0;
         rc = jobs_submit(s, finalize, incremental, err, sizeof err);
     }
     pthread_mutex_unlock(&s->lock);
     if (rc) {
-        /* "No images in session" is sent bare, as the reference does; other errors say what failed. */
-        if (!strcmp(err, "No images in session") || !strncmp(err, "Session ", 8))
+        /* A refusal is sent bare ("No images in session", as the reference does); a failure
+         * says what failed. */
+        if (refused)
             snprintf(msg, sizeof msg, "%s", err);
         else
             snprintf(msg, sizeof msg, "%s: %s", finalize ? "Failed to finalize" : "Failed to generate point cloud", err);

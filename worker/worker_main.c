@@ -138,6 +138,9 @@ int main(int argc, char **argv) {
     log_init(tag, log_level_parse(level));
     /* Exit with the front: a worker without its parent would hold the device for nothing. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
+    sigset_t all; /* whoever started us may have blocked signals; we handle TERM/INT ourselves */
+    sigfillset(&all);
+    sigprocmask(SIG_UNBLOCK, &all, NULL);
     struct sigaction sa = {0};
     sa.sa_handler = on_term;
     sigaction(SIGTERM, &sa, NULL);

@@ -59,10 +59,11 @@ class Server:
                "--model", "demo", "--data-dir", self.data_dir, "--web-dir", os.path.join(REPO, "web"),
                "--worker-threads", "1", *self.args]
         self.log = open(self.log_path, "a")
+        seen = os.path.getsize(self.log_path)  # a restart appends: only read this run's lines
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.time() + 60
         while time.time() < deadline:
-            text = open(self.log_path).read()
+            text = open(self.log_path).read()[seen:]
             m = re.findall(r"listening on http://127\.0\.0\.1:(\d+)/", text)
             if m:
                 self.port = int(m[-1])

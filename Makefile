@@ -33,6 +33,9 @@ endif
 # #include_next in libstdc++, so Debian's build only adds the C++ API folder.
 TORCH_CXXFLAGS := $(if $(TORCH_DIR),-isystem $(TORCH_INC)) -isystem $(TORCH_INC)/torch/csrc/api/include
 
+# The front never loads libtorch: it needs none of it, and libtorch's size (memory, static TLS,
+# load time) would be paid by every connection thread. Workers and tools get the full set.
+FRONT_LDLIBS := -lcivetweb -ljansson -lturbojpeg -lpng -lpthread -lrt -lm
 LDLIBS := -lcivetweb -ljansson -lturbojpeg -lpng $(TORCH_LIBS) -lpthread -lrt -lm
 LDFLAGS += $(SANFLAGS)
 
@@ -65,7 +68,7 @@ $(LIB): $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/da3-server: $(BUILD)/obj/frontend/main.o $(LIB)
-	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(FRONT_LDLIBS) -o $@
 $(BUILD)/da3-worker: $(BUILD)/obj/worker/worker_main.o $(LIB)
 	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/da3-infer: $(BUILD)/obj/worker/infer_main.o $(LIB)

@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <torch/cuda.h>
 
+#include <atomic>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -70,12 +71,18 @@ at::Device parse_device(const char* spec) {
     return dev;
 }
 
+// Set once da3_set_num_threads has chosen the thread count explicitly.
+std::atomic<bool> g_threads_chosen{false};
+
 // The network splits its BLAS work across libtorch's thread pool itself (da3::parallel_tasks).
-// OpenBLAS (Debian's BLAS behind libtorch) would otherwise start its own pool, whose threads
+// OpenBLAS (Debian's BLAS behind libtorch) would otherwise run a second pool, whose threads
 // fight libtorch's spin-waiting OpenMP threads for the same cores (2-3x slower on 2 cores).
-void use_single_threaded_blas() {
+// With a one-thread libtorch pool (its default on some machines) OpenBLAS keeps its own
+// threading unless the caller explicitly asked for one thread.
+void configure_blas_threads() {
     using SetThreads = void (*)(int);
-    if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(1);
+    auto set_blas_threads = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    if (set_blas_threads && (g_threads_chosen || at::get_num_threads() > 1)) set_blas_threads(1);
 }
 
 da3::RefView to_ref_view(ref_view_strategy s) {
@@ -165,7 +172,7 @@ da3_model* da3_model_open(const char* path, const char* device, char* err, size_
     int rc = guarded(err, errlen, "cannot open model", [&] {
         if (!path || !*path) throw std::invalid_argument("no model path given (a folder or \"demo\")");
         const at::Device dev = parse_device(device);
-        use_single_threaded_blas();
+        configure_blas_threads();
         c10::InferenceMode no_autograd;
         m = std::make_unique<da3_model>();
         if (std::strcmp(path, "demo") == 0) {
@@ -228,7 +235,8 @@ void da3_set_num_threads(int n) {
     if (n <= 0) return;
     try {
         at::set_num_threads(n);
-        use_single_threaded_blas();
+        g_threads_chosen = true;
+        configure_blas_threads();
     } catch (...) {
     }
 }

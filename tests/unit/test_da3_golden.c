@@ -54,12 +54,18 @@ static double compare(const char *fixture, const char *name, const st_file *io, 
     return err;
 }
 
-/* fixture.reference_view from config.json, or -1. */
-static int fixture_reference_view(const char *dir) {
+/* The fixture's reference-view facts from config.json: the view the reference code picked
+ * (-1 if absent) and the strategy it used (saddle_balanced if absent). */
+static int fixture_reference(const char *dir, ref_view_strategy *strategy) {
     char path[1024];
     snprintf(path, sizeof path, "%s/config.json", dir);
     json_t *root = json_load_file(path, 0, NULL);
-    json_t *ref = json_object_get(json_object_get(root, "fixture"), "reference_view");
+    json_t *fixture = json_object_get(root, "fixture");
+    json_t *ref = json_object_get(fixture, "reference_view");
+    const char *name = json_string_value(json_object_get(fixture, "ref_view_strategy"));
+    *strategy = REF_VIEW_SADDLE_BALANCED;
+    if (name && !strcmp(name, "first")) *strategy = REF_VIEW_FIRST;
+    if (name && !strcmp(name, "middle")) *strategy = REF_VIEW_MIDDLE;
     int v = json_is_integer(ref) ? (int)json_integer_value(ref) : -1;
     json_decref(root);
     return v;
@@ -92,13 +98,13 @@ static void test_fixture(const char *dir, const char *name) {
     }
     da3_prediction p = {0};
     da3_backbone_features f = {0};
-    int rc = da3_model_forward_debug(m, input, n, h, w, ext ? &cams : NULL, REF_VIEW_SADDLE_BALANCED, &p, &f,
-                                     err, sizeof err);
+    ref_view_strategy strategy;
+    const int want_ref = fixture_reference(dir, &strategy);
+    int rc = da3_model_forward_debug(m, input, n, h, w, ext ? &cams : NULL, strategy, &p, &f, err, sizeof err);
     CHECK_MSG(rc == 0, "%s: %s", name, err);
     if (rc == 0) {
         printf("%s: %d view(s) %dx%d%s, reference view %d\n", name, n, h, w, ext ? " with known cameras" : "",
                f.reference_view);
-        const int want_ref = fixture_reference_view(dir);
         if (!ext && want_ref >= 0) CHECK_MSG(f.reference_view == want_ref, "%s: reference view %d, fixture picked %d",
                                             name, f.reference_view, want_ref);
         /* Backbone first: when something is off, this says whether it is before or after it. */
@@ -123,6 +129,50 @@ static void test_fixture(const char *dir, const char *name) {
 done:
     st_close(io);
     da3_model_close(m);
+}
+
+/* ---- safetensors writer -> reader round trip ---- */
+
+static void test_safetensors_round_trip(void) {
+    char path[] = "/tmp/da3-st-XXXXXX", err[512] = "";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    close(fd);
+    const float a[6] = {1, -2, 3.5f, 4, 5, 6}, b[1] = {42};
+    const int64_t sa[2] = {2, 3}, sb[1] = {1};
+    st_writer *w = st_writer_new();
+    CHECK(st_writer_add_f32(w, "a", a, 2, sa) == 0);
+    CHECK(st_writer_add_f32(w, "b.bias", b, 1, sb) == 0);
+    CHECK(st_writer_add_f32(w, "a", a, 2, sa) == -1); /* duplicate name */
+    CHECK_MSG(st_writer_save(w, path, err, sizeof err) == 0, "%s", err);
+    st_writer_free(w);
+    st_file *f = st_open(path, err, sizeof err);
+    CHECK_MSG(f != NULL, "%s", err);
+    if (f) {
+        CHECK(st_count(f) == 2);
+        const st_tensor *t = st_find_f32(f, "a", 2, sa, err, sizeof err);
+        CHECK_MSG(t != NULL, "%s", err);
+        float got[6] = {0};
+        if (t) CHECK(st_copy_f32(t, got) == 0 && memcmp(got, a, sizeof a) == 0);
+        const int64_t wrong[2] = {3, 2};
+        CHECK(st_find_f32(f, "a", 2, wrong, err, sizeof err) == NULL);
+        CHECK_MSG(strstr(err, "[2, 3]") != NULL, "%s", err);
+        CHECK(st_find(f, "missing") == NULL);
+        CHECK(st_find(f, "b.bias") != NULL && st_find(f, "b.bias")->numel == 1);
+        st_close(f);
+    }
+    /* A truncated file is refused with a message, not read past its end. */
+    FILE *fp = fopen(path, "r+b");
+    if (fp) {
+        CHECK(ftruncate(fileno(fp), 40) == 0);
+        fclose(fp);
+    }
+    f = st_open(path, err, sizeof err);
+    CHECK(f == NULL);
+    CHECK_MSG(strlen(err) > 0, "truncated file should give a reason");
+    st_close(f);
+    unlink(path);
 }
 
 /* ---- loader errors: a copy of tiny-v1 with one tensor dropped, reshaped or added ---- */
@@ -232,7 +282,9 @@ static float *smooth_input(int n, int h, int w, unsigned seed) {
     return x;
 }
 
-static void check_prediction(const char *what, const da3_prediction *p, int n, int h, int w) {
+/* Finite, positive depth, conf >= 1, centred principal point; with sane_focal also a focal
+ * length within [0.1, 10] x width (the demo's field of view is set up to be about 1 rad). */
+static void check_prediction(const char *what, const da3_prediction *p, int n, int h, int w, int sane_focal) {
     CHECK(p->n == n && p->height == h && p->width == w);
     size_t px = (size_t)n * h * w, bad = 0;
     for (size_t i = 0; i < px; i++)
@@ -244,17 +296,19 @@ static void check_prediction(const char *what, const da3_prediction *p, int n, i
         if (!(k[0] > 0 && k[4] > 0) || fabsf(k[2] - w / 2.0f) > 1e-4f || fabsf(k[5] - h / 2.0f) > 1e-4f ||
             k[8] != 1.0f)
             bad++;
+        if (sane_focal && !(k[0] > 0.1f * w && k[0] < 10.0f * w && k[4] > 0.1f * w && k[4] < 10.0f * w)) bad++;
     }
     CHECK_MSG(bad == 0, "%s: %zu bad output values", what, bad);
 }
 
-static void run_and_check(da3_model *m, const char *what, int n, int h, int w, ref_view_strategy s) {
+static void run_and_check(da3_model *m, const char *what, int n, int h, int w, ref_view_strategy s,
+                          int sane_focal) {
     char err[512] = "";
     float *x = smooth_input(n, h, w, 3);
     da3_prediction p = {0};
     int rc = da3_model_forward(m, x, n, h, w, NULL, s, &p, err, sizeof err);
     CHECK_MSG(rc == 0, "%s: %s", what, err);
-    if (rc == 0) check_prediction(what, &p, n, h, w);
+    if (rc == 0) check_prediction(what, &p, n, h, w, sane_focal);
     da3_prediction_free(&p);
     free(x);
 }
@@ -266,8 +320,8 @@ static void test_demo_and_other_shapes(void) {
     if (demo) {
         CHECK(da3_model_is_trained(demo) == 0);
         CHECK_MSG(strstr(da3_model_name(demo), "random") != NULL, "%s", da3_model_name(demo));
-        run_and_check(demo, "demo 1 view", 1, 56, 84, REF_VIEW_SADDLE_BALANCED);
-        run_and_check(demo, "demo 3 views", 3, 56, 84, REF_VIEW_SADDLE_BALANCED);
+        run_and_check(demo, "demo 1 view", 1, 56, 84, REF_VIEW_SADDLE_BALANCED, 1);
+        run_and_check(demo, "demo 3 views", 3, 56, 84, REF_VIEW_SADDLE_BALANCED, 1);
     }
     da3_model_close(demo);
 
@@ -276,9 +330,9 @@ static void test_demo_and_other_shapes(void) {
     da3_model *m = da3_model_open(dir, "cpu", err, sizeof err);
     CHECK_MSG(m != NULL, "%s", err);
     if (!m) return;
-    run_and_check(m, "tiny 4 views 56x84", 4, 56, 84, REF_VIEW_SADDLE_BALANCED);
-    run_and_check(m, "tiny 5 views 42x28 first", 5, 42, 28, REF_VIEW_FIRST);
-    run_and_check(m, "tiny 518x518 (native position grid)", 1, 518, 518, REF_VIEW_MIDDLE);
+    run_and_check(m, "tiny 4 views 56x84", 4, 56, 84, REF_VIEW_SADDLE_BALANCED, 0);
+    run_and_check(m, "tiny 5 views 42x28 first", 5, 42, 28, REF_VIEW_FIRST, 0);
+    run_and_check(m, "tiny 518x518 (native position grid)", 1, 518, 518, REF_VIEW_MIDDLE, 0);
 
     /* Strategy picks: first -> 0, middle -> N/2. */
     float *x = smooth_input(3, 70, 98, 1);
@@ -320,6 +374,7 @@ int main(int argc, char **argv) {
         snprintf(dir, sizeof dir, "%s/%s", golden_root(), fixtures[i]);
         test_fixture(dir, fixtures[i]);
     }
+    test_safetensors_round_trip();
     test_loader_errors();
     test_demo_and_other_shapes();
     CHECK_DONE("test_da3_golden");

@@ -172,8 +172,13 @@ BackboneOutput Backbone::forward(const at::Tensor& images, const at::Tensor& cam
                 restore = at::tensor(inverse, at::kLong).to(device);
             }
         }
-        if (cfg_.alt_start != -1 && i == cfg_.alt_start)
-            x.select(1, 0).copy_(cam_tokens.defined() ? cam_tokens : learned_camera_tokens(views));
+        if (cfg_.alt_start != -1 && i == cfg_.alt_start) {
+            at::Tensor cams = cam_tokens.defined() ? cam_tokens : learned_camera_tokens(views);
+            x.select(1, 0).copy_(cams);
+            // In DA3 the block before alt_start is local and its output *is* local_x (one tensor),
+            // so the camera tokens land in local_x too; this shows when alt_start is an out layer.
+            if (local_x.defined()) local_x.select(1, 0).copy_(cams);
+        }
 
         const bool global = cfg_.is_global_block(i);
         const RopeTable* rope = cfg_.uses_rope(i) ? (global ? &global_rope : &local_rope) : nullptr;

@@ -48,8 +48,8 @@ void DualDptHead::ResidualConvUnit::load(WeightSource& ws, const std::string& pr
 }
 
 void DualDptHead::ResidualConvUnit::to(const at::Device& device) {
-    conv1.to(device);
-    conv2.to(device);
+    conv1.to(device, at::kFloat, true);
+    conv2.to(device, at::kFloat, true);
 }
 
 at::Tensor DualDptHead::ResidualConvUnit::operator()(const at::Tensor& x) const {
@@ -69,7 +69,7 @@ void DualDptHead::FusionBlock::load(WeightSource& ws, const std::string& prefix,
 void DualDptHead::FusionBlock::to(const at::Device& device) {
     if (has_skip) skip_unit.to(device);
     unit.to(device);
-    out_conv.to(device);
+    out_conv.to(device, at::kFloat, true);
 }
 
 at::Tensor DualDptHead::FusionBlock::operator()(const at::Tensor& x, const at::Tensor& skip, int64_t h,
@@ -132,24 +132,26 @@ void DualDptHead::expect_aux_branch(WeightSource& ws) const {
 }
 
 void DualDptHead::to(const at::Device& device) {
+    // The whole head runs on channels-last (NHWC) maps: the token rows already are NHWC, and
+    // oneDNN's convolutions and the bilinear resize are 2-5x faster on them than on NCHW.
     norm_.to(device);
     for (auto& p : projects_) p.to(device);
-    upsample4_.to(device);
-    upsample2_.to(device);
-    downsample2_.to(device);
-    for (auto& c : layer_rn_) c.to(device);
+    upsample4_.to(device, true);
+    upsample2_.to(device, true);
+    downsample2_.to(device, at::kFloat, true);
+    for (auto& c : layer_rn_) c.to(device, at::kFloat, true);
     for (auto& r : refine_) r.to(device);
-    output_conv1_.to(device);
-    output_conv2a_.to(device);
-    output_conv2b_.to(device);
+    output_conv1_.to(device, at::kFloat, true);
+    output_conv2a_.to(device, at::kFloat, true);
+    output_conv2b_.to(device, at::kFloat, true);
 }
 
 at::Tensor DualDptHead::project_level(int level, const at::Tensor& tokens, int64_t ph, int64_t pw,
                                       double aspect) const {
     const int64_t views = tokens.size(0), oc = cfg_.out_channels[static_cast<size_t>(level)];
-    // LayerNorm and the 1x1 projection on token rows, then one transpose into a feature map.
-    at::Tensor x = projects_[static_cast<size_t>(level)](norm_(tokens));  // (S, P, oc)
-    x = x.permute({0, 2, 1}).reshape({views, oc, ph, pw});
+    // LayerNorm and the 1x1 projection on token rows; (S, P, oc) rows are an NHWC map already.
+    at::Tensor x = projects_[static_cast<size_t>(level)](norm_(tokens));
+    x = x.view({views, ph, pw, oc}).permute({0, 3, 1, 2});  // (S, oc, ph, pw), channels-last
     x.add_(uv_position_embedding(oc, ph, pw, aspect, x.options()));
     switch (level) {
         case 0: return upsample4_(x);

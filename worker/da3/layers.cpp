@@ -119,8 +119,9 @@ void Conv2d::load(WeightSource& ws, const std::string& prefix, int64_t in, int64
     padding = padding_;
 }
 
-void Conv2d::to(const at::Device& device, at::ScalarType dtype) {
-    weight = weight.to(device, dtype).contiguous();
+void Conv2d::to(const at::Device& device, at::ScalarType dtype, bool channels_last) {
+    weight = weight.to(device, dtype).contiguous(channels_last ? at::MemoryFormat::ChannelsLast
+                                                               : at::MemoryFormat::Contiguous);
     if (bias.defined()) bias = bias.to(device, dtype);
 }
 
@@ -136,8 +137,9 @@ void ConvTranspose2d::load(WeightSource& ws, const std::string& prefix, int64_t 
     stride = kernel;  // DualDPT's up-samplers use kernel == stride, no padding
 }
 
-void ConvTranspose2d::to(const at::Device& device) {
-    weight = weight.to(device).contiguous();
+void ConvTranspose2d::to(const at::Device& device, bool channels_last) {
+    weight = weight.to(device).contiguous(channels_last ? at::MemoryFormat::ChannelsLast
+                                                        : at::MemoryFormat::Contiguous);
     bias = bias.to(device);
 }
 

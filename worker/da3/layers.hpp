@@ -53,7 +53,8 @@ struct Conv2d {
 
     void load(WeightSource& ws, const std::string& prefix, int64_t in, int64_t out, int64_t kernel,
               int64_t stride_, int64_t padding_, bool with_bias = true);
-    void to(const at::Device& device, at::ScalarType dtype = at::kFloat);
+    // channels_last: store the kernel NHWC, for convs fed channels-last feature maps.
+    void to(const at::Device& device, at::ScalarType dtype = at::kFloat, bool channels_last = false);
     at::Tensor operator()(const at::Tensor& x) const;
 };
 
@@ -62,7 +63,7 @@ struct ConvTranspose2d {
     int64_t stride = 1;
 
     void load(WeightSource& ws, const std::string& prefix, int64_t in, int64_t out, int64_t kernel);
-    void to(const at::Device& device);
+    void to(const at::Device& device, bool channels_last = false);
     at::Tensor operator()(const at::Tensor& x) const;
 };
 

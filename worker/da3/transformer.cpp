@@ -10,8 +10,10 @@ namespace da3 {
 
 namespace {
 
-// Score block per CPU attention task (and again for its softmax): small enough to stay in L2.
-constexpr int64_t kScoreBlockBytes = 512ll << 10;
+// Score block per CPU attention task (and again for its softmax): about an L2 cache's worth, but
+// at least kMinScoreRows query rows so the two GEMMs per block stay efficient.
+constexpr int64_t kScoreBlockBytes = 2048ll << 10;
+constexpr int64_t kMinScoreRows = 64;
 // Score chunk per step on GPUs without fused attention (libtorch < 2).
 constexpr int64_t kGpuScoreChunkBytes = 256ll << 20;
 constexpr int64_t kFfnChunkRows = 2048;
@@ -34,7 +36,7 @@ at::Tensor apply_rope(const at::Tensor& t, const RopeTable& rope) {
 void attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& out) {
     const int64_t groups = q.size(0), len = q.size(1), heads = q.size(2), hd = q.size(3);
     const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-    const int64_t rows = std::max<int64_t>(8, std::min(len, kScoreBlockBytes / (len * 4)));
+    const int64_t rows = std::min(len, std::max(kMinScoreRows, kScoreBlockBytes / (len * 4)));
     const int64_t blocks = (len + rows - 1) / rows;
     parallel_tasks(groups * heads * blocks, [&](int64_t begin, int64_t end) {
         at::Tensor scores = at::empty({rows * len}, q.options());
@@ -48,14 +50,15 @@ void attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
             at::Tensor s = scores.narrow(0, 0, n * len).view({n, len});
             at::Tensor p = probs.narrow(0, 0, n * len).view({n, len});
             at::addmm_out(s, s, qh, kh.t(), /*beta=*/0, /*alpha=*/scale);  // beta 0: s is not read
-            at::_softmax_out(p, s, -1, false);
+            if (q.scalar_type() == at::kFloat) at::_softmax_out(p, s, -1, false);
+            else p.copy_(at::softmax(s, -1, at::kFloat));  // reduced precision: softmax in float32
             at::Tensor dst = out[g].select(1, h).narrow(0, r0, n);  // strided rows: BLAS writes in place
             at::mm_out(dst, p, vh);
         }
     });
 }
 
-// GPUs without fused attention: per group, chunks of queries over all heads at once.
+// GPUs without fused attention (libtorch < 2): per group, chunks of queries over all heads.
 void attention_chunked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& out) {
     const int64_t groups = q.size(0), len = q.size(1), heads = q.size(2), hd = q.size(3);
     const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
@@ -93,7 +96,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     }
 #endif
     at::Tensor out = at::empty({groups, len, heads, hd}, v.options());
-    if (q.is_cpu() && q.scalar_type() == at::kFloat) attention_cpu(q, k, v, out);
+    if (q.is_cpu()) attention_cpu(q, k, v, out);
     else attention_chunked(q, k, v, out);
     return out.view({groups, len, heads * hd});
 }

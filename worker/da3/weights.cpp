@@ -134,7 +134,12 @@ public:
 
     at::Tensor take(const std::string& name, at::IntArrayRef shape) override {
         at::Tensor t = at::empty(shape, at::kFloat);
-        if (ends_with(name, "pos_embed") || ends_with(name, "cls_token") || ends_with(name, "camera_token")) {
+        if (ends_with(name, "cam_dec.fc_fov.0.weight") || ends_with(name, "cam_dec.fc_fov.0.bias")) {
+            // Field of view ~1 rad: a random fc_fov would often hit the ReLU's zero, and a zero
+            // fov means an "infinite" focal length that puts every point on the optical axis.
+            if (shape.size() >= 2) t.normal_(0.0, 0.1 / std::sqrt(static_cast<double>(shape[1])), gen_);
+            else t.fill_(1.0);
+        } else if (ends_with(name, "pos_embed") || ends_with(name, "cls_token") || ends_with(name, "camera_token")) {
             t.normal_(0.0, 0.5, gen_);
         } else if (shape.size() >= 2) {
             const double fan_in = static_cast<double>(t.numel() / shape[0]);

@@ -41,7 +41,8 @@ std::unique_ptr<WeightSource> open_safetensors_weights(const std::string& path, 
 
 // Random weights with a non-trivial scale everywhere, drawn in request order from `seed`:
 // N(0, 0.5) for embeddings and tokens, N(0, 1/sqrt(fan_in)) for matrices and kernels,
-// U(0.05, 0.3) for LayerScale, U(0.8, 1.2) for norm weights, N(0, 0.05) for biases.
+// U(0.05, 0.3) for LayerScale, U(0.8, 1.2) for norm weights, N(0, 0.05) for biases; the camera
+// decoder's field-of-view layer is set up to give about 1 rad so intrinsics stay sensible.
 std::unique_ptr<WeightSource> make_random_weights(uint64_t seed);
 
 }  // namespace da3

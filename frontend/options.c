@@ -46,7 +46,7 @@ static void print_help(void) {
            "  --max-message-mb N       largest WebSocket message; bigger ones close with 1009 (default %d)\n"
            "  --arena-mb N             shared-memory arena for results (GLBs) in MB (default %d)\n"
            "  --threads N              connection threads = concurrent sockets + HTTP requests (default %d)\n"
-           "  --worker-threads N       intra-op threads per worker, 0 = library default (default %d)\n"
+           "  --worker-threads N       intra-op threads per worker, 0 = cores / workers (default %d)\n"
            "  --fsync                  fsync session files (survive power loss, not only crashes)\n"
            "  --log-level L            debug | info | warn | error (default %s)\n"
            "  --help                   this text\n",

@@ -45,7 +45,14 @@ static void spawn(int i) {
     char device[32], index[16], threads[16];
     options_worker_device(&g_server.opt, i, device, sizeof device);
     snprintf(index, sizeof index, "%d", i);
-    snprintf(threads, sizeof threads, "%d", g_server.opt.worker_threads);
+    /* By default the cores are shared out between the workers: libtorch alone would pick one
+     * thread per process on some machines and all cores per process on others. */
+    int nthreads = g_server.opt.worker_threads;
+    if (nthreads <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        nthreads = cores > g_server.opt.workers ? (int)(cores / g_server.opt.workers) : 1;
+    }
+    snprintf(threads, sizeof threads, "%d", nthreads);
     shmq_worker *w = shmq_worker_slot(g_server.q, i);
     shmq_lock(g_server.q);
     w->state = WORKER_STARTING;

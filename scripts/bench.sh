@@ -3,7 +3,8 @@
 # numbers from one run only.
 #   BENCH_VIEWS=1,4,16   view counts for the forward-pass benchmark (default 1,4)
 #   BENCH_REPEATS=3      generate runs per measurement after one warm-up
-#   BENCH_SEED=1         also measure the seed's Python server (../shared/tools/seed_server) side by side
+#   BENCH_SEED=1         also measure the seed's Python server (../shared/tools/seed_server, set up
+#                        with its setup.sh) side by side, both on the seed's DA3-Small random weights
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -19,14 +20,22 @@ for i in $(seq 1 10); do
   imgs+=("$tmp/frame_$i.jpg")
 done
 
+model=demo
+seed=../shared/tools/seed_server
+if [[ "${BENCH_SEED:-0}" == 1 ]]; then
+  /usr/bin/python3 "$seed/run_seed_server.py" --save-weights "$tmp/seedw" >/dev/null 2>&1
+  model="$tmp/seedw"
+  echo "== both servers use the seed's DA3-Small random weights ($model)"
+fi
+
 echo "== model forward, demo (DA3-Small topology), 504x378 per view"
 "$BUILD/da3-infer" --model demo --bench-views "$VIEWS" --bench-hw 378x504 --repeats "$REPEATS"
 
 echo "== offline pipeline (da3-infer), 10 x 640x480 JPEG, process_res 504"
-"$BUILD/da3-infer" --model demo --images "${imgs[@]}" --glb "$tmp/offline.glb" --json "$tmp/offline.json"
+"$BUILD/da3-infer" --model "$model" --images "${imgs[@]}" --glb "$tmp/offline.glb" --json "$tmp/offline.json"
 
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$BUILD/da3-server" --port "$port" --workers 1 --model demo --data-dir "$tmp/data" --log-level warn &
+"$BUILD/da3-server" --port "$port" --workers 1 --model "$model" --data-dir "$tmp/data" --log-level warn &
 front=$!
 for _ in $(seq 1 600); do
   curl -sf "http://127.0.0.1:$port/status" | grep -q '"ready":1' && break
@@ -37,9 +46,8 @@ echo "== server end to end (1 CPU worker), 10 x 640x480 JPEG, process_res 504"
 kill "$front"; wait "$front" 2>/dev/null || true
 
 if [[ "${BENCH_SEED:-0}" == 1 ]]; then
-  seed=../shared/tools/seed_server
-  echo "== seed Python server (same protocol, DA3-Small random weights), for comparison"
-  /usr/bin/python3 "$seed/run_seed_server.py" "$((port + 1))" --preload >"$tmp/seed.log" 2>&1 &
+  echo "== seed Python server (same protocol, same weights), for comparison"
+  /usr/bin/python3 "$seed/run_seed_server.py" "$((port + 1))" --preload --weights "$model" >"$tmp/seed.log" 2>&1 &
   seedpid=$!
   for _ in $(seq 1 1200); do curl -sf "http://127.0.0.1:$((port + 1))/ws/sessions" >/dev/null && break; sleep 0.5; done
   /usr/bin/python3 tests/bench/bench_server.py "$((port + 1))" "${imgs[@]}" --repeats 1 --uploads 50 --pid "$seedpid"

@@ -8,6 +8,7 @@
 
 #include "common/b64.h"
 #include "common/log.h"
+#include "frontend/image_message.h"
 #include "frontend/jobs.h"
 #include "frontend/messages.h"
 #include "frontend/server.h"
@@ -129,16 +130,14 @@ static void handle_image(ws_client *c, const uint8_t *data, size_t len, const ch
     free(m);
 }
 
-static void handle_image_json(ws_client *c, json_t *msg) {
-    const char *data = json_string_value(json_object_get(msg, "data"));
-    const char *filename = json_string_value(json_object_get(msg, "filename"));
-    if (!data || !*data) {
+/* Decodes base64 image data (a data: URL prefix is accepted) and stores it. */
+static void handle_image_base64(ws_client *c, const char *data, size_t n, const char *filename) {
+    if (!data || n == 0) {
         send_error(c->conn, "Failed to process image: Missing 'data' field");
         return;
     }
-    size_t n = json_string_length(json_object_get(msg, "data"));
     /* Browsers hand out data URLs; accept them instead of failing on the prefix. */
-    if (!strncmp(data, "data:", 5)) {
+    if (n > 5 && !strncmp(data, "data:", 5)) {
         const char *comma = memchr(data, ',', n < 256 ? n : 256);
         if (comma) {
             n -= (size_t)(comma + 1 - data);
@@ -156,6 +155,12 @@ static void handle_image_json(ws_client *c, json_t *msg) {
         handle_image(c, bytes, (size_t)len, filename);
     }
     free(bytes);
+}
+
+static void touch_session(ws_client *c) {
+    pthread_mutex_lock(&c->s->lock);
+    session_touch(c->s);
+    pthread_mutex_unlock(&c->s->lock);
 }
 
 static void handle_generate(ws_client *c, int finalize, int incremental) {
@@ -195,6 +200,20 @@ static void handle_generate(ws_client *c, int finalize, int incremental) {
 }
 
 static void handle_text(ws_client *c, const char *text, size_t len) {
+    /* Image uploads are nearly all base64: take them without a JSON parse of the payload. */
+    const char *data;
+    size_t data_len;
+    json_t *rest;
+    if (len > 4096 && image_message_split(text, len, &data, &data_len, &rest) == 0) {
+        const char *type = json_string_value(json_object_get(rest, "type"));
+        if (type && !strcmp(type, "image")) {
+            touch_session(c);
+            handle_image_base64(c, data, data_len, json_string_value(json_object_get(rest, "filename")));
+            json_decref(rest);
+            return;
+        }
+        json_decref(rest);
+    }
     json_error_t jerr;
     json_t *msg = json_loadb(text, len, 0, &jerr);
     char buf[300];
@@ -210,11 +229,11 @@ static void handle_text(ws_client *c, const char *text, size_t len) {
     }
     json_t *type_v = json_object_get(msg, "type");
     const char *type = json_string_value(type_v);
-    pthread_mutex_lock(&c->s->lock);
-    session_touch(c->s);
-    pthread_mutex_unlock(&c->s->lock);
+    touch_session(c);
     if (type && !strcmp(type, "image")) {
-        handle_image_json(c, msg);
+        json_t *d = json_object_get(msg, "data");
+        handle_image_base64(c, json_string_value(d), json_string_length(d),
+                            json_string_value(json_object_get(msg, "filename")));
     } else if (type && !strcmp(type, "generate")) {
         handle_generate(c, 0, json_is_true(json_object_get(msg, "incremental")));
     } else if (type && !strcmp(type, "finalize")) {

@@ -1,0 +1,113 @@
+"""A real nginx in front of the server, configured as docs/deployment.md says (minus TLS): the
+HTTP API, the WebSocket upgrade, a multi-MB upload and the result all pass through it."""
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from harness import Server, check, connect, finish, generate, glb_info, make_image, run, send_image
+import harness
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+srv = Server()
+prefix = tempfile.mkdtemp(prefix="da3-nginx-")
+port = free_port()
+conf = f"""
+daemon off;
+worker_processes 1;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    upstream da3 {{ server 127.0.0.1:{srv.port}; keepalive 16; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /ws/reconstruct/ {{
+            proxy_pass http://da3;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_read_timeout 600s;
+            proxy_send_timeout 600s;
+        }}
+        location / {{
+            proxy_pass http://da3;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }}
+    }}
+}}
+"""
+open(os.path.join(prefix, "nginx.conf"), "w").write(conf)
+nginx = subprocess.Popen([NGINX, "-p", prefix, "-c", os.path.join(prefix, "nginx.conf")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+class Proxied:
+    """The same API as Server, pointed at nginx."""
+    base = f"http://127.0.0.1:{port}"
+    ws_base = f"ws://127.0.0.1:{port}"
+    http = Server.http
+
+
+proxied = Proxied()
+
+
+async def main():
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    st, status = proxied.http("GET", "/status")
+    check(st == 200 and status["workers"]["ready"] == 1, f"/status through nginx: {st}")
+    st, js = proxied.http("POST", "/ws/session/create?process_res=140&num_max_points=3000")
+    check(st == 200, f"create through nginx: {st} {js}")
+    sid = js["session_id"]
+    ws, first = await connect(proxied, sid)
+    check(first["type"] == "connected", f"WebSocket upgrade through nginx: {first}")
+    for i in range(2):
+        a = await send_image(ws, make_image(140, 105, 20 + i))
+        check(a["type"] == "ack", f"upload through nginx: {a}")
+    big = make_image(3000, 2000, 7, quality=98)  # a multi-MB frame
+    a = await send_image(ws, big, binary=True)
+    check(a["type"] == "ack" and len(big) > 1_000_000, f"{len(big)} B upload through nginx: {a}")
+    progress, res = await generate(ws)
+    check(res["type"] == "complete" and res["image_count"] == 3, f"result through nginx: {str(res)[:200]}")
+    _, points, lines = glb_info(__import__("base64").b64decode(res["glb_base64"]))
+    check(0 < points <= 3000 and lines == 3, f"GLB through nginx: {points} points, {lines} frustums")
+    await ws.close()
+    st, js = proxied.http("DELETE", f"/ws/session/{sid}")
+    check(st == 200, "delete through nginx")
+
+
+try:
+    run(main())
+finally:
+    nginx.terminate()
+    nginx.wait(timeout=10)
+    log = open(os.path.join(prefix, "error.log")).read() if os.path.exists(os.path.join(prefix, "error.log")) else ""
+    check("[error]" not in log and "[crit]" not in log, f"nginx error log clean: {log[-500:]}")
+    shutil.rmtree(prefix, ignore_errors=True)
+    srv.cleanup()
+finish("test_nginx_proxy")

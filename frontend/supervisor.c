@@ -68,7 +68,7 @@ static void spawn(int i) {
         sigprocmask(SIG_UNBLOCK, &all, NULL);
         char *argv[] = {worker_bin, "--shm", g_server.shm_name, "--index", index,
                         "--model", (char *)g_server.opt.model, "--device", device, "--threads",
-                        threads, "--log-level", (char *)g_server.opt.log_level, NULL};
+                        threads, "--precision", (char *)g_server.opt.precision, "--log-level", (char *)g_server.opt.log_level, NULL};
         execv(worker_bin, argv);
         fprintf(stderr, "da3-server: cannot exec %s: %s\n", worker_bin, strerror(errno));
         _exit(127);

@@ -29,21 +29,26 @@ if [[ "${BENCH_SEED:-0}" == 1 ]]; then
 fi
 
 echo "== model forward, demo (DA3-Small topology), 504x378 per view"
-"$BUILD/da3-infer" --model demo --bench-views "$VIEWS" --bench-hw 378x504 --repeats "$REPEATS"
+for prec in fp32 bf16; do
+  echo "-- precision $prec"
+  "$BUILD/da3-infer" --model demo --precision "$prec" --bench-views "$VIEWS" --bench-hw 378x504 --repeats "$REPEATS"
+done
 
 echo "== offline pipeline (da3-infer), 10 x 640x480 JPEG, process_res 504"
 "$BUILD/da3-infer" --model "$model" --images "${imgs[@]}" --glb "$tmp/offline.glb" --json "$tmp/offline.json"
 
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$BUILD/da3-server" --port "$port" --workers 1 --model "$model" --data-dir "$tmp/data" --log-level warn &
-front=$!
-for _ in $(seq 1 600); do
-  curl -sf "http://127.0.0.1:$port/status" | grep -q '"ready":1' && break
-  sleep 0.1
+for prec in fp32 bf16; do
+  "$BUILD/da3-server" --port "$port" --workers 1 --model "$model" --precision "$prec" --data-dir "$tmp/data" --log-level warn &
+  front=$!
+  for _ in $(seq 1 600); do
+    curl -sf "http://127.0.0.1:$port/status" | grep -q '"ready":1' && break
+    sleep 0.1
+  done
+  echo "== server end to end (1 CPU worker, --precision $prec), 10 x 640x480 JPEG, process_res 504"
+  /usr/bin/python3 tests/bench/bench_server.py "$port" "${imgs[@]}" --repeats "$REPEATS" --pid "$front"
+  kill "$front"; wait "$front" 2>/dev/null || true
 done
-echo "== server end to end (1 CPU worker), 10 x 640x480 JPEG, process_res 504"
-/usr/bin/python3 tests/bench/bench_server.py "$port" "${imgs[@]}" --repeats "$REPEATS" --pid "$front"
-kill "$front"; wait "$front" 2>/dev/null || true
 
 if [[ "${BENCH_SEED:-0}" == 1 ]]; then
   echo "== seed Python server (same protocol, same weights), for comparison"

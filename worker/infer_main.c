@@ -23,6 +23,7 @@
 typedef struct {
     const char *model, *device;
     int threads;
+    int bf16; /* --precision bf16 */
     ref_view_strategy ref_view;
     /* tensor mode */
     const char *tensor_in, *tensor_out;
@@ -47,6 +48,7 @@ static void usage(FILE *out) {
             "                          DA3-Small-shaped demo network (default: demo)\n"
             "  --device cpu|cuda[:i]   where to run (default: cpu)\n"
             "  --threads N             CPU threads (default: all online CPUs)\n"
+            "  --precision fp32|bf16   CPU backbone precision (default fp32; bf16 = DA3's GPU numerics)\n"
             "  --ref-view S            reference view for >= 3 views without cameras:\n"
             "                          saddle_balanced (default), first, middle\n"
             "  --help                  this text\n\n"
@@ -130,6 +132,13 @@ static int parse_args(int argc, char **argv, options *o) {
             NEED_VALUE();
             if (parse_int(val, 1, 4096, &v)) { fprintf(stderr, "da3-infer: bad --threads '%s'\n", val); return -1; }
             o->threads = (int)v;
+        } else if (!strcmp(a, "--precision")) {
+            NEED_VALUE();
+            if (strcmp(val, "fp32") && strcmp(val, "bf16")) {
+                fprintf(stderr, "da3-infer: --precision must be fp32 or bf16\n");
+                return -1;
+            }
+            o->bf16 = !strcmp(val, "bf16");
         } else if (!strcmp(a, "--ref-view")) {
             NEED_VALUE();
             if (parse_ref_view(val, &o->ref_view)) {
@@ -396,6 +405,7 @@ int main(int argc, char **argv) {
     if (prc == 1) { usage(stdout); return 0; }
     if (prc != 0) return 2;
     da3_set_num_threads(o.threads);
+    da3_set_cpu_bf16(o.bf16);
 
     char err[2048];
     double t0 = now_ms();

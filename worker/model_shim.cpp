@@ -231,6 +231,8 @@ void da3_model_close(da3_model* m) {
     }
 }
 
+void da3_set_cpu_bf16(int on) { da3::set_cpu_bf16(on != 0); }
+
 void da3_set_num_threads(int n) {
     if (n <= 0) return;
     try {

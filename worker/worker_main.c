@@ -105,17 +105,18 @@ static void run_job(shmq *q, da3_model *model, int slot, uint64_t job_id, const 
 static void usage(void) {
     fprintf(stderr,
             "usage: da3-worker --shm NAME --index I [--model PATH|demo] [--device cpu|cuda[:i]]\n"
-            "                  [--threads N] [--log-level info]\n"
+            "                  [--threads N] [--precision fp32|bf16] [--log-level info]\n"
             "Started by da3-server; not meant to be run by hand.\n");
 }
 
 int main(int argc, char **argv) {
     const char *shm_name = NULL, *model_path = "demo", *device = "cpu", *level = "info";
-    int index = 0, threads = 0;
+    int index = 0, threads = 0, bf16 = 0;
     static const struct option opts[] = {
         {"shm", required_argument, 0, 's'},     {"index", required_argument, 0, 'i'},
         {"model", required_argument, 0, 'm'},   {"device", required_argument, 0, 'd'},
         {"threads", required_argument, 0, 't'}, {"log-level", required_argument, 0, 'l'},
+        {"precision", required_argument, 0, 'p'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -125,6 +126,7 @@ int main(int argc, char **argv) {
         case 'm': model_path = optarg; break;
         case 'd': device = optarg; break;
         case 't': threads = atoi(optarg); break;
+        case 'p': bf16 = !strcmp(optarg, "bf16"); break;
         case 'l': level = optarg; break;
         default: usage(); return c == 'h' ? 0 : 2;
         }
@@ -154,6 +156,7 @@ int main(int argc, char **argv) {
     }
     shmq_worker *me = shmq_worker_slot(q, index);
     if (threads > 0) da3_set_num_threads(threads);
+    da3_set_cpu_bf16(bf16);
     double t0 = now_mono();
     da3_model *model = da3_model_open(model_path, device, err, sizeof err);
     if (!model) {

@@ -131,6 +131,32 @@ done:
     da3_model_close(m);
 }
 
+/* The bfloat16 backbone (DA3's GPU numerics, --precision bf16) stays close to the float32
+ * reference: bf16 keeps 8 mantissa bits, so ~1e-2 relative after 12 blocks, not 1e-5. */
+static void test_bf16_backbone(void) {
+    char dir[512], path[600], err[1024] = "";
+    snprintf(dir, sizeof dir, "%s/tiny-v2", golden_root());
+    da3_set_cpu_bf16(1);
+    da3_model *m = da3_model_open(dir, "cpu", err, sizeof err);
+    da3_set_cpu_bf16(0);
+    snprintf(path, sizeof path, "%s/io.safetensors", dir);
+    st_file *io = st_open(path, err, sizeof err);
+    CHECK_MSG(m && io, "%s", err);
+    const st_tensor *in = io ? st_find_f32(io, "input", 5, NULL, err, sizeof err) : NULL;
+    if (m && in) {
+        const int n = (int)in->shape[1], h = (int)in->shape[3], w = (int)in->shape[4];
+        float *input = st_dup_f32(in);
+        da3_prediction p = {0};
+        CHECK(da3_model_forward(m, input, n, h, w, NULL, REF_VIEW_SADDLE_BALANCED, &p, err, sizeof err) == 0);
+        double e = compare("tiny-v2 bf16", "depth", io, p.depth, (size_t)n * h * w, 0.1);
+        CHECK_MSG(e > 1e-6, "bf16 should differ from float32 (got %g): is the switch applied?", e);
+        da3_prediction_free(&p);
+        free(input);
+    }
+    st_close(io);
+    da3_model_close(m);
+}
+
 /* ---- safetensors writer -> reader round trip ---- */
 
 static void test_safetensors_round_trip(void) {
@@ -374,6 +400,7 @@ int main(int argc, char **argv) {
         snprintf(dir, sizeof dir, "%s/%s", golden_root(), fixtures[i]);
         test_fixture(dir, fixtures[i]);
     }
+    test_bf16_backbone();
     test_safetensors_round_trip();
     test_loader_errors();
     test_demo_and_other_shapes();

@@ -20,6 +20,9 @@ struct NetworkOutput {
     at::Tensor intrinsics;  // (S, 3, 3)
 };
 
+// Selects bfloat16 backbone matmuls for networks built on the CPU from now on.
+void set_cpu_bf16(bool on);
+
 class Network {
 public:
     // Loads <dir>/config.json + <dir>/model.safetensors onto `device`; throws std::runtime_error

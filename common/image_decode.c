@@ -14,13 +14,21 @@
 #include <string.h>
 #include <turbojpeg.h>
 
-/* Warnings (e.g. "Premature end of JPEG file" on truncated data) are errors: an upload must be
- * complete. LIMITSCANS refuses progressive files with absurd scan counts (a known CPU bomb). */
+/* LIMITSCANS refuses progressive files with absurd scan counts (a known CPU bomb). Warnings do not
+ * stop the decoder; jpeg_failed() then decides which of them mean the upload is broken. */
 #ifdef TJFLAG_LIMITSCANS
-#define JPEG_FLAGS (TJFLAG_ACCURATEDCT | TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS)
+#define JPEG_FLAGS (TJFLAG_ACCURATEDCT | TJFLAG_LIMITSCANS)
 #else
-#define JPEG_FLAGS (TJFLAG_ACCURATEDCT | TJFLAG_STOPONWARNING)
+#define JPEG_FLAGS (TJFLAG_ACCURATEDCT)
 #endif
+
+/* After tjDecompress2 returned non-zero: 1 if the image must be refused. Every warning is fatal
+ * (truncation, a bad marker, ...) except "N extraneous bytes before marker", a harmless quirk of
+ * some cameras and editors that PIL (DA3's loader) accepts too. */
+static int jpeg_failed(tjhandle tj) {
+    if (tjGetErrorCode(tj) != TJERR_WARNING) return 1;
+    return strstr(tjGetErrorStr2(tj), "extraneous bytes before marker") == NULL;
+}
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
@@ -231,7 +239,7 @@ static int jpeg_decode(const uint8_t *data, size_t len, rgb_image *out, char *er
     }
     int ok = is_cmyk(cs) ? tjDecompress2(tj, data, (unsigned long)len, cmyk, w, 0, h, TJPF_CMYK, JPEG_FLAGS)
                          : tjDecompress2(tj, data, (unsigned long)len, out->rgb, w, 0, h, TJPF_RGB, JPEG_FLAGS);
-    if (ok != 0) {
+    if (ok != 0 && jpeg_failed(tj)) {
         set_err(err, errlen, "truncated or corrupt JPEG: %s", tjGetErrorStr2(tj));
         goto done;
     }
@@ -265,7 +273,7 @@ static int jpeg_validate(const uint8_t *data, size_t len, int *w, int *h, char *
         set_err(err, errlen, "out of memory validating a %dx%d JPEG", *w, *h);
         goto done;
     }
-    if (tjDecompress2(tj, data, (unsigned long)len, buf, sw, 0, sh, pf, JPEG_FLAGS) != 0) {
+    if (tjDecompress2(tj, data, (unsigned long)len, buf, sw, 0, sh, pf, JPEG_FLAGS) != 0 && jpeg_failed(tj)) {
         set_err(err, errlen, "truncated or corrupt JPEG: %s", tjGetErrorStr2(tj));
         goto done;
     }

@@ -278,6 +278,29 @@ static void test_mutations(void) {
     }
 }
 
+/* Stray bytes before a marker (some cameras write them) only warn: the image is accepted with the
+ * same pixels, like PIL does; a truncated stream stays an error. */
+static void test_extraneous_bytes(void) {
+    size_t len;
+    uint8_t *jpg = load("images", "orient_1.jpg", &len);
+    if (!jpg) return;
+    CHECK(len > 4 && jpg[len - 2] == 0xFF && jpg[len - 1] == 0xD9);
+    uint8_t *odd = malloc(len + 3);
+    memcpy(odd, jpg, len - 2);
+    memcpy(odd + len - 2, "\x00\x11\x22\xFF\xD9", 5); /* 3 bytes before EOI */
+    rgb_image a = {0}, b = {0};
+    char err[256] = "";
+    CHECK(image_decode(jpg, len, &a, err, sizeof err) == 0);
+    CHECK_MSG(image_decode(odd, len + 3, &b, err, sizeof err) == 0, "extraneous bytes refused: %s", err);
+    CHECK_MSG(image_validate(odd, len + 3, NULL, NULL, err, sizeof err) == 0, "validate: %s", err);
+    CHECK(a.rgb && b.rgb && a.width == b.width && a.height == b.height &&
+          !memcmp(a.rgb, b.rgb, (size_t)a.width * a.height * 3));
+    image_free(&a);
+    image_free(&b);
+    free(odd);
+    free(jpg);
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -348,6 +371,7 @@ int main(void) {
     test_bad_exif();
     test_errors();
     test_mutations();
+    test_extraneous_bytes();
     test_timing();
     CHECK_DONE("test_image_decode");
 }

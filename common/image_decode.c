@@ -4,6 +4,7 @@
  * CMYK JPEGs taken as Adobe-inverted, PNG alpha and tRNS dropped, 16-bit samples keep the high
  * byte. JPEG EXIF orientation is applied like PIL's ImageOps.exif_transpose. */
 #include "common/image_decode.h"
+#include "common/util.h"
 
 #include <limits.h>
 #include <png.h>
@@ -30,32 +31,24 @@ static int jpeg_failed(tjhandle tj) {
     return strstr(tjGetErrorStr2(tj), "extraneous bytes before marker") == NULL;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Refuses sizes before anything is allocated for them. */
 static int check_limits(long long w, long long h, char *err, size_t errlen) {
     if (w <= 0 || h <= 0) {
-        set_err(err, errlen, "invalid image dimensions: %lldx%lld", w, h);
+        set_error(err, errlen, "invalid image dimensions: %lldx%lld", w, h);
         return -1;
     }
     if (w * h > IMAGE_MAX_PIXELS) {
         long side = 1;
         while ((side + 1) * (side + 1) <= IMAGE_MAX_PIXELS) side++;
         if (side * side == IMAGE_MAX_PIXELS)
-            set_err(err, errlen, "image too large: %lldx%lld (limit %ldx%ld pixels)", w, h, side, side);
+            set_error(err, errlen, "image too large: %lldx%lld (limit %ldx%ld pixels)", w, h, side, side);
         else
-            set_err(err, errlen, "image too large: %lldx%lld (limit %ld pixels)", w, h, (long)IMAGE_MAX_PIXELS);
+            set_error(err, errlen, "image too large: %lldx%lld (limit %ld pixels)", w, h, (long)IMAGE_MAX_PIXELS);
         return -1;
     }
     if (w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE) {
-        set_err(err, errlen, "image too large: %lldx%lld (limit %d pixels per side)", w, h, IMAGE_MAX_SIDE);
+        set_error(err, errlen, "image too large: %lldx%lld (limit %d pixels per side)", w, h, IMAGE_MAX_SIDE);
         return -1;
     }
     return 0;
@@ -196,14 +189,14 @@ static int jpeg_header(tjhandle tj, const uint8_t *data, size_t len, int *w, int
     *w = *h = 0;
     *colorspace = -1;
     if (tjDecompressHeader3(tj, data, (unsigned long)len, w, h, &subsamp, colorspace) != 0) {
-        set_err(err, errlen, "truncated or corrupt JPEG: %s", tjGetErrorStr2(tj));
+        set_error(err, errlen, "truncated or corrupt JPEG: %s", tjGetErrorStr2(tj));
         return -1;
     }
     if (*w < 1 || *h < 1) {
         /* TurboJPEG takes a stream without a frame header for a tables-only one and succeeds; for an
          * upload that means the data stopped early, which libjpeg's warning then says. */
         const char *why = tjGetErrorStr2(tj);
-        set_err(err, errlen, "truncated or corrupt JPEG: %s", strcmp(why, "No error") ? why : "no image frame");
+        set_error(err, errlen, "truncated or corrupt JPEG: %s", strcmp(why, "No error") ? why : "no image frame");
         return -1;
     }
     return check_limits(*w, *h, err, errlen);
@@ -229,23 +222,23 @@ static int jpeg_decode(const uint8_t *data, size_t len, rgb_image *out, char *er
     uint8_t *cmyk = NULL;
     int w, h, cs, rc = -1;
     if (!tj) {
-        set_err(err, errlen, "cannot start JPEG decoder: %s", tjGetErrorStr2(NULL));
+        set_error(err, errlen, "cannot start JPEG decoder: %s", tjGetErrorStr2(NULL));
         return -1;
     }
     if (jpeg_header(tj, data, len, &w, &h, &cs, err, errlen)) goto done;
     if (image_alloc(out, w, h) || (is_cmyk(cs) && !(cmyk = malloc((size_t)w * h * 4)))) {
-        set_err(err, errlen, "out of memory decoding a %dx%d JPEG", w, h);
+        set_error(err, errlen, "out of memory decoding a %dx%d JPEG", w, h);
         goto done;
     }
     int ok = is_cmyk(cs) ? tjDecompress2(tj, data, (unsigned long)len, cmyk, w, 0, h, TJPF_CMYK, JPEG_FLAGS)
                          : tjDecompress2(tj, data, (unsigned long)len, out->rgb, w, 0, h, TJPF_RGB, JPEG_FLAGS);
     if (ok != 0 && jpeg_failed(tj)) {
-        set_err(err, errlen, "truncated or corrupt JPEG: %s", tjGetErrorStr2(tj));
+        set_error(err, errlen, "truncated or corrupt JPEG: %s", tjGetErrorStr2(tj));
         goto done;
     }
     if (cmyk) cmyk_inverted_to_rgb(cmyk, (size_t)w * h, out->rgb);
     if (apply_orientation(out, jpeg_orientation(data, len))) {
-        set_err(err, errlen, "out of memory rotating a %dx%d JPEG", w, h);
+        set_error(err, errlen, "out of memory rotating a %dx%d JPEG", w, h);
         goto done;
     }
     rc = 0;
@@ -263,18 +256,18 @@ static int jpeg_validate(const uint8_t *data, size_t len, int *w, int *h, char *
     uint8_t *buf = NULL;
     int cs, rc = -1;
     if (!tj) {
-        set_err(err, errlen, "cannot start JPEG decoder: %s", tjGetErrorStr2(NULL));
+        set_error(err, errlen, "cannot start JPEG decoder: %s", tjGetErrorStr2(NULL));
         return -1;
     }
     if (jpeg_header(tj, data, len, w, h, &cs, err, errlen)) goto done;
     const tjscalingfactor eighth = {1, 8};
     int sw = TJSCALED(*w, eighth), sh = TJSCALED(*h, eighth), pf = is_cmyk(cs) ? TJPF_CMYK : TJPF_GRAY;
     if (!(buf = malloc((size_t)sw * sh * tjPixelSize[pf]))) {
-        set_err(err, errlen, "out of memory validating a %dx%d JPEG", *w, *h);
+        set_error(err, errlen, "out of memory validating a %dx%d JPEG", *w, *h);
         goto done;
     }
     if (tjDecompress2(tj, data, (unsigned long)len, buf, sw, 0, sh, pf, JPEG_FLAGS) != 0 && jpeg_failed(tj)) {
-        set_err(err, errlen, "truncated or corrupt JPEG: %s", tjGetErrorStr2(tj));
+        set_error(err, errlen, "truncated or corrupt JPEG: %s", tjGetErrorStr2(tj));
         goto done;
     }
     rc = 0;
@@ -381,9 +374,9 @@ static int png_process(const uint8_t *data, size_t len, int decode, png_job *job
     if (rc) {
         image_free(&job->img);
         if (job->limit_failed)
-            set_err(err, errlen, "%s", job->msg);
+            set_error(err, errlen, "%s", job->msg);
         else
-            set_err(err, errlen, "truncated or corrupt PNG: %s", job->msg);
+            set_error(err, errlen, "truncated or corrupt PNG: %s", job->msg);
     }
     return rc;
 }
@@ -402,7 +395,7 @@ int image_decode(const uint8_t *data, size_t len, rgb_image *out, char *err, siz
         *out = job.img;
         return 0;
     }
-    default: set_err(err, errlen, "not a JPEG or PNG image"); return -1;
+    default: set_error(err, errlen, "not a JPEG or PNG image"); return -1;
     }
 }
 
@@ -417,7 +410,7 @@ int image_validate(const uint8_t *data, size_t len, int *w, int *h, char *err, s
         vh = job.height;
         break;
     }
-    default: set_err(err, errlen, "not a JPEG or PNG image"); return -1;
+    default: set_error(err, errlen, "not a JPEG or PNG image"); return -1;
     }
     if (rc == 0) {
         if (w) *w = vw;

@@ -35,6 +35,9 @@ void uuid4(char out[37]);
 /* 1 if s is a canonical lowercase UUID string, else 0 (used to reject path tricks in ids). */
 int is_uuid(const char *s);
 
+/* Formats an error message into err[errlen] (nothing when err is NULL or errlen is 0). */
+void set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* snprintf that reports truncation: returns 0 if it fit, -1 otherwise. */
 int fmt_path(char *dst, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -8,6 +8,7 @@
  *   3. batch: views of different sizes are centre-cropped (torchvision CenterCrop) to the smallest
  *      H and W; ToTensor + Normalize(ImageNet mean/std) in float32. */
 #include "worker/preprocess.h"
+#include "common/util.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -32,14 +33,6 @@ typedef struct {
     int crop_x, crop_y;   /* *_crop methods: top-left of the kept window */
 } resize_plan;
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 int resize_method_parse(const char *name, resize_method *m) {
     for (int i = 0; name && i < 4; i++) {
@@ -73,11 +66,11 @@ static long long nearest_patch_multiple(long long x) {
 static int plan_resize(int w, int h, int res, resize_method m, resize_plan *p, char *err, size_t errlen) {
     memset(p, 0, sizeof *p);
     if (w <= 0 || h <= 0) {
-        set_err(err, errlen, "invalid image size %dx%d", w, h);
+        set_error(err, errlen, "invalid image size %dx%d", w, h);
         return -1;
     }
     if ((unsigned)m >= 4 || res <= 0) {
-        set_err(err, errlen, "invalid preprocessing request: method %d, process_res %d", (int)m, res);
+        set_error(err, errlen, "invalid preprocessing request: method %d, process_res %d", (int)m, res);
         return -1;
     }
     int ref = is_upper_bound(m) ? (w > h ? w : h) : (w < h ? w : h);
@@ -98,12 +91,12 @@ static int plan_resize(int w, int h, int res, resize_method m, resize_plan *p, c
         if (fw != bw || fh != bh) p->fixup = (fw > bw || fh > bh) ? STEP_CUBIC : STEP_AREA;
     }
     if (fw < DA3_PATCH_SIZE || fh < DA3_PATCH_SIZE) {
-        set_err(err, errlen, "image too small for %s at process_res %d: %dx%d gives %lldx%lld (need at least %dx%d)",
+        set_error(err, errlen, "image too small for %s at process_res %d: %dx%d gives %lldx%lld (need at least %dx%d)",
                 method_names[m], res, w, h, bw, bh, DA3_PATCH_SIZE, DA3_PATCH_SIZE);
         return -1;
     }
     if (bw * bh > IMAGE_MAX_PIXELS || fw * fh > IMAGE_MAX_PIXELS) {
-        set_err(err, errlen, "resized image too large: %dx%d gives %lldx%lld at process_res %d (limit %ld pixels)", w,
+        set_error(err, errlen, "resized image too large: %dx%d gives %lldx%lld at process_res %d (limit %ld pixels)", w,
                 h, bw, bh, res, (long)IMAGE_MAX_PIXELS);
         return -1;
     }
@@ -143,7 +136,7 @@ int preprocess_resize(const rgb_image *in, int process_res, resize_method m, rgb
     rgb_image mid = {0};
     memset(out, 0, sizeof *out);
     if (!in || !in->rgb) {
-        set_err(err, errlen, "no image to preprocess");
+        set_error(err, errlen, "no image to preprocess");
         return -1;
     }
     if (plan_resize(in->width, in->height, process_res, m, &p, err, errlen)) return -1;
@@ -164,7 +157,7 @@ int preprocess_resize(const rgb_image *in, int process_res, resize_method m, rgb
 oom:
     image_free(&mid);
     image_free(out);
-    set_err(err, errlen, "out of memory preprocessing a %dx%d image", in->width, in->height);
+    set_error(err, errlen, "out of memory preprocessing a %dx%d image", in->width, in->height);
     return -1;
 }
 
@@ -183,7 +176,7 @@ static void normalisation_table(float lut[3][256]) {
 int preprocess_batch(const rgb_image *views, int n, da3_batch *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     if (!views || n <= 0) {
-        set_err(err, errlen, "empty batch");
+        set_error(err, errlen, "empty batch");
         return -1;
     }
     int min_w = 0, min_h = 0;
@@ -191,7 +184,7 @@ int preprocess_batch(const rgb_image *views, int n, da3_batch *out, char *err, s
         const rgb_image *v = &views[i];
         if (!v->rgb || v->width < DA3_PATCH_SIZE || v->height < DA3_PATCH_SIZE || v->width % DA3_PATCH_SIZE ||
             v->height % DA3_PATCH_SIZE) {
-            set_err(err, errlen, "view %d is %dx%d: not a resized image with sides multiple of %d", i, v->width,
+            set_error(err, errlen, "view %d is %dx%d: not a resized image with sides multiple of %d", i, v->width,
                     v->height, DA3_PATCH_SIZE);
             return -1;
         }
@@ -200,14 +193,14 @@ int preprocess_batch(const rgb_image *views, int n, da3_batch *out, char *err, s
     }
     size_t plane = (size_t)min_w * min_h;
     if ((size_t)n > SIZE_MAX / 3 / sizeof(float) / plane) {
-        set_err(err, errlen, "batch too large: %d views of %dx%d", n, min_w, min_h);
+        set_error(err, errlen, "batch too large: %d views of %dx%d", n, min_w, min_h);
         return -1;
     }
     out->input = malloc((size_t)n * 3 * plane * sizeof(float));
     out->rgb = malloc((size_t)n * 3 * plane);
     if (!out->input || !out->rgb) {
         da3_batch_free(out);
-        set_err(err, errlen, "out of memory for a batch of %d views of %dx%d", n, min_w, min_h);
+        set_error(err, errlen, "out of memory for a batch of %d views of %dx%d", n, min_w, min_h);
         return -1;
     }
     out->n = n;

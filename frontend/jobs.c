@@ -1,6 +1,8 @@
 #include "frontend/jobs.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,8 @@ static struct {
 } slots = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static pthread_t dispatcher;
+/* Result senders still running: shutdown waits for them before the arena is unmapped. */
+static atomic_int deliveries_in_flight;
 static int dispatcher_running;
 
 int jobs_submit(session *s, int finalize, int incremental, char *err, size_t errlen) {
@@ -159,6 +163,7 @@ static void *deliver_result(void *arg) {
     free(text);
     sessions_put(s);
     free(d);
+    atomic_fetch_sub(&deliveries_in_flight, 1);
     return NULL;
 }
 
@@ -192,6 +197,7 @@ static void handle_finished(int slot, const shmq_job *j) {
     d->s = s;
     d->slot = slot;
     d->job = *j;
+    atomic_fetch_add(&deliveries_in_flight, 1);
     if (pthread_create(&t, &attr, deliver_result, d)) deliver_result(d);
     pthread_attr_destroy(&attr);
 }
@@ -233,4 +239,5 @@ void jobs_stop_dispatcher(void) {
     if (!dispatcher_running) return;
     pthread_join(dispatcher, NULL);
     dispatcher_running = 0;
+    for (int i = 0; i < 500 && atomic_load(&deliveries_in_flight) > 0; i++) usleep(10000);
 }

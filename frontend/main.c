@@ -39,15 +39,19 @@ static void *cleanup_loop(void *arg) {
         pthread_cond_timedwait(&sweep_cond, &sweep_lock, &ts);
         if (g_server.stopping) break;
         pthread_mutex_unlock(&sweep_lock);
+        /* In batches, so a sweep removes every expired session however many there are. */
         session *expired[256];
-        int n = sessions_expired(now_wall(), g_server.opt.session_timeout, expired, 256);
-        for (int i = 0; i < n; i++) {
-            char id[37];
-            snprintf(id, sizeof id, "%s", expired[i]->id);
-            sessions_put(expired[i]);
-            if (http_api_delete_session(id, "Session expired after inactivity") == 0)
-                log_info("session %s expired (idle > %.0f s) and was removed", id, g_server.opt.session_timeout);
-        }
+        int n;
+        do {
+            n = sessions_expired(now_wall(), g_server.opt.session_timeout, expired, 256);
+            for (int i = 0; i < n; i++) {
+                char id[37];
+                snprintf(id, sizeof id, "%s", expired[i]->id);
+                sessions_put(expired[i]);
+                if (http_api_delete_session(id, "Session expired after inactivity") == 0)
+                    log_info("session %s expired (idle > %.0f s) and was removed", id, g_server.opt.session_timeout);
+            }
+        } while (n == 256 && !g_server.stopping);
         pthread_mutex_lock(&sweep_lock);
     }
     pthread_mutex_unlock(&sweep_lock);

@@ -18,9 +18,9 @@ typedef struct {
     int max_message_mb;       /* largest WebSocket message accepted */
     int arena_mb;             /* shared result arena for GLBs */
     int threads;              /* CivetWeb connection threads = concurrent sockets + HTTP */
-    int worker_threads;       /* intra-op threads per worker (0: libtorch default) */
-    int fsync_writes;
-    const char *precision;    /* CPU backbone precision: "fp32" (DA3's CPU numbers) or "bf16" */         /* fsync session files (survive power loss, not just crashes) */
+    int worker_threads;       /* intra-op threads per worker (0: online cores / workers) */
+    int fsync_writes;         /* fsync session files (survive power loss, not just crashes) */
+    const char *precision;    /* CPU backbone precision: "fp32" (DA3's CPU numbers) or "bf16" */
     const char *log_level;
 } server_options;
 

@@ -322,8 +322,9 @@ json_t *session_info_json(const session *s) {
 }
 
 json_t *sessions_list_json(double session_timeout) {
-    session *all[4096];
-    int n = sessions_snapshot(all, 4096);
+    /* Sized by --max-sessions (up to 100,000), so it lives on the heap, not the stack. */
+    session **all = malloc((size_t)reg.max * sizeof *all);
+    int n = all ? sessions_snapshot(all, reg.max) : 0;
     json_t *list = json_array();
     int active = 0, processing = 0, images = 0;
     for (int i = 0; i < n; i++) {
@@ -340,6 +341,7 @@ json_t *sessions_list_json(double session_timeout) {
         pthread_mutex_unlock(&s->lock);
         sessions_put(s);
     }
+    free(all);
     json_t *stats = json_pack("{s:i,s:i,s:i,s:i,s:i,s:f}", "total_sessions", n, "active_sessions",
                               active, "processing_sessions", processing, "max_sessions", reg.max,
                               "total_images", images, "session_timeout", session_timeout);

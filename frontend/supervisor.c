@@ -61,11 +61,6 @@ static void spawn(int i) {
     shmq_unlock(g_server.q);
     pid_t pid = fork();
     if (pid == 0) {
-        /* The front blocks SIGTERM/SIGINT in all its threads (it sigwaits for them); exec keeps
-         * the mask, and a worker must receive them. */
-        sigset_t all;
-        sigfillset(&all);
-        sigprocmask(SIG_UNBLOCK, &all, NULL);
         char *argv[] = {worker_bin, "--shm", g_server.shm_name, "--index", index,
                         "--model", (char *)g_server.opt.model, "--device", device, "--threads",
                         threads, "--precision", (char *)g_server.opt.precision, "--log-level", (char *)g_server.opt.log_level, NULL};

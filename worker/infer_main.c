@@ -94,6 +94,13 @@ static int parse_int(const char *s, long lo, long hi, long *out) {
     return 0;
 }
 
+/* Parses option `opt`'s integer value in [lo, hi]; prints why not and returns -1. */
+static int int_option(const char *opt, const char *s, long lo, long hi, long *out) {
+    if (parse_int(s, lo, hi, out) == 0) return 0;
+    fprintf(stderr, "da3-infer: %s must be an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
+    return -1;
+}
+
 static int parse_ref_view(const char *s, ref_view_strategy *out) {
     if (!strcmp(s, "saddle_balanced")) *out = REF_VIEW_SADDLE_BALANCED;
     else if (!strcmp(s, "first")) *out = REF_VIEW_FIRST;
@@ -130,7 +137,7 @@ static int parse_args(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--device")) { NEED_VALUE(); o->device = val; }
         else if (!strcmp(a, "--threads")) {
             NEED_VALUE();
-            if (parse_int(val, 1, 4096, &v)) { fprintf(stderr, "da3-infer: bad --threads '%s'\n", val); return -1; }
+            if (int_option("--threads", val, 1, 4096, &v)) return -1;
             o->threads = (int)v;
         } else if (!strcmp(a, "--precision")) {
             NEED_VALUE();
@@ -155,7 +162,7 @@ static int parse_args(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--json")) { NEED_VALUE(); o->json = val; }
         else if (!strcmp(a, "--process-res")) {
             NEED_VALUE();
-            if (parse_int(val, 14, 8192, &v)) { fprintf(stderr, "da3-infer: bad --process-res '%s'\n", val); return -1; }
+            if (int_option("--process-res", val, 14, 8192, &v)) return -1;
             o->process_res = (int)v;
         } else if (!strcmp(a, "--process-res-method")) { NEED_VALUE(); o->process_res_method = val; }
         else if (!strcmp(a, "--conf-thresh-percentile")) {
@@ -168,14 +175,14 @@ static int parse_args(int argc, char **argv, options *o) {
             }
         } else if (!strcmp(a, "--num-max-points")) {
             NEED_VALUE();
-            if (parse_int(val, 1, 2000000000L, &v)) { fprintf(stderr, "da3-infer: bad --num-max-points '%s'\n", val); return -1; }
+            if (int_option("--num-max-points", val, 1, 2000000000L, &v)) return -1;
             o->num_max_points = v;
         } else if (!strcmp(a, "--no-cameras")) o->no_cameras = 1;
         else if (!strcmp(a, "--bench-views")) { NEED_VALUE(); o->bench_views = val; }
         else if (!strcmp(a, "--bench-hw")) { NEED_VALUE(); o->bench_hw = val; }
         else if (!strcmp(a, "--repeats")) {
             NEED_VALUE();
-            if (parse_int(val, 1, 1000, &v)) { fprintf(stderr, "da3-infer: bad --repeats '%s'\n", val); return -1; }
+            if (int_option("--repeats", val, 1, 1000, &v)) return -1;
             o->repeats = (int)v;
         } else {
             fprintf(stderr, "da3-infer: unknown option '%s' (see --help)\n", a);

@@ -140,7 +140,9 @@ int main(int argc, char **argv) {
     log_init(tag, log_level_parse(level));
     /* Exit with the front: a worker without its parent would hold the device for nothing. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    sigset_t all; /* whoever started us may have blocked signals; we handle TERM/INT ourselves */
+    /* exec keeps the signal mask, and the front blocks TERM/INT in all its threads (it sigwaits
+     * for them): unblock here, where every launcher is covered. */
+    sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_UNBLOCK, &all, NULL);
     struct sigaction sa = {0};

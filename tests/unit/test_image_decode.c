@@ -9,29 +9,18 @@
 #include <turbojpeg.h>
 
 #include "common/image_decode.h"
+#include "common/util.h"
 #include "tests/unit/check.h"
 
 static char data_dir[512];
 
 /* Reads tests/data/<sub>/<name> whole; NULL if missing. */
+/* Reads <data_dir>/<sub>/<name> whole with common/util's read_file; NULL if missing. */
 static uint8_t *load(const char *sub, const char *name, size_t *len) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s/%s", data_dir, sub, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "missing fixture %s\n", path);
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
+    uint8_t *buf = read_file(path, len);
+    if (!buf) fprintf(stderr, "missing fixture %s\n", path);
     return buf;
 }
 

@@ -9,31 +9,18 @@
 #include <time.h>
 
 #include "common/image_decode.h"
+#include "common/util.h"
 #include "tests/unit/check.h"
 #include "worker/preprocess.h"
 
 static char data_dir[512];
 
-/* Reads tests/data/preprocess/<name> whole (NUL-terminated); NULL if missing. */
+/* Reads <data_dir>/preprocess/<name> whole (NUL-terminated, by common/util's read_file). */
 static uint8_t *load(const char *name, size_t *len) {
     char path[1024];
     snprintf(path, sizeof path, "%s/preprocess/%s", data_dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "missing fixture %s\n", path);
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc((size_t)(n > 0 ? n : 0) + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) buf[n] = 0;
-    *len = (size_t)n;
+    uint8_t *buf = read_file(path, len);
+    if (!buf) fprintf(stderr, "missing fixture %s\n", path);
     return buf;
 }
 

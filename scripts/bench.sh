@@ -5,6 +5,9 @@
 #   BENCH_REPEATS=3      generate runs per measurement after one warm-up
 #   BENCH_SEED=1         also measure the seed's Python server (../shared/tools/seed_server, set up
 #                        with its setup.sh) side by side, both on the seed's DA3-Small random weights
+#   DA3_REF=DIR          also time the DA3 reference network in PyTorch (a local, uncommitted copy
+#                        of its code, laid out as for ../shared/tools/da3_golden.py) on the same
+#                        weights and input size as da3-infer, and print the ratio per view count
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -33,6 +36,21 @@ for prec in fp32 bf16; do
   echo "-- precision $prec"
   "$BUILD/da3-infer" --model demo --precision "$prec" --bench-views "$VIEWS" --bench-hw 378x504 --repeats "$REPEATS"
 done
+
+if [[ -n "${DA3_REF:-}" ]]; then
+  echo "== DA3 reference (PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), CPU fp32) vs da3-infer, same weights, 504x378"
+  /usr/bin/python3 tests/bench/reference_forward.py --ref "$DA3_REF" --weights "$tmp/refw" \
+    --views "$VIEWS" --repeats "$REPEATS" 2>/dev/null | grep '^reference' | tee "$tmp/ref.txt"
+  for prec in fp32 bf16; do
+    "$BUILD/da3-infer" --model "$tmp/refw" --precision "$prec" --bench-views "$VIEWS" --bench-hw 378x504 \
+      --repeats "$REPEATS" 2>/dev/null | grep '^bench views' >"$tmp/ours.txt"
+    # Lines pair up by view count; the ratio is reference median / da3-infer median.
+    paste -d' ' "$tmp/ref.txt" "$tmp/ours.txt" | awk -v prec="$prec" '{
+      for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "views") v = kv[2];
+        if (kv[1] == "median_ms") { if (r == "") r = kv[2]; else o = kv[2] } }
+      printf "views=%s reference_ms=%s da3_infer_%s_ms=%s speedup=%.2fx\n", v, r, prec, o, r / o; r = "" }'
+  done
+fi
 
 echo "== offline pipeline (da3-infer), 10 x 640x480 JPEG, process_res 504"
 "$BUILD/da3-infer" --model "$model" --images "${imgs[@]}" --glb "$tmp/offline.glb" --json "$tmp/offline.json"

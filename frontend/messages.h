@@ -9,8 +9,10 @@
 /* {"type":"connected","session_id":..,"image_count":..,"max_images":..} */
 char *msg_connected(const char *session_id, int image_count, int max_images);
 
-/* {"type":"ack","image_count":..,"session_id":..,"image_path":..} (+ "filename" display name) */
-char *msg_ack(const char *session_id, int image_count, const char *image_path, const char *filename);
+/* {"type":"ack","image_count":..,"session_id":..,"image_path":..} (+ "filename" display name,
+ * + "camera":true when a known camera was stored with the image) */
+char *msg_ack(const char *session_id, int image_count, const char *image_path, const char *filename,
+              int has_camera);
 
 /* {"type":"progress","stage":..,"progress":..,"message":..} */
 char *msg_progress(const char *stage, double progress, const char *message);

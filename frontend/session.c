@@ -66,6 +66,7 @@ int session_save(session *s) {
     for (int i = 0; i < s->image_count; i++) {
         json_t *im = json_pack("{s:s}", "file", s->images[i].file);
         if (s->images[i].display) json_object_set_new(im, "name", json_string(s->images[i].display));
+        if (s->images[i].has_camera) json_object_set_new(im, "camera", json_true());
         json_array_append_new(images, im);
     }
     json_t *o = json_pack("{s:s,s:f,s:f,s:s,s:i,s:o,s:o}", "session_id", s->id, "created_at",
@@ -126,6 +127,7 @@ static session *session_load(const char *id) {
         }
         snprintf(s->images[i].file, sizeof s->images[i].file, "%s", file);
         s->images[i].display = name ? strdup(name) : NULL;
+        s->images[i].has_camera = json_is_true(json_object_get(im, "camera"));
         s->image_count = (int)i + 1;
     }
     json_decref(o);
@@ -268,9 +270,19 @@ int sessions_count(void) {
 }
 
 int session_add_image(session *s, const uint8_t *data, size_t len, const char *display,
-                      char *stored_name, size_t name_cap, char *err, size_t errlen) {
+                      const known_camera *cam, char *stored_name, size_t name_cap, char *err, size_t errlen) {
     if (s->image_count >= s->cfg.max_images) {
         snprintf(err, errlen, "Session has reached maximum image limit (%d)", s->cfg.max_images);
+        return -1;
+    }
+    /* The network takes known cameras for every view or for none: refuse a mix up front rather
+     * than fail the reconstruction later. */
+    if (s->image_count > 0 && !!cam != !!s->images[0].has_camera) {
+        snprintf(err, errlen,
+                 cam ? "this session's images were sent without cameras; send 'extrinsics' and "
+                       "'intrinsics' with every image of a session, or with none"
+                     : "this session's images were sent with known cameras ('extrinsics' and "
+                       "'intrinsics'); send them with this image too");
         return -1;
     }
     char why[256];
@@ -291,14 +303,22 @@ int session_add_image(session *s, const uint8_t *data, size_t len, const char *d
     int idx = s->image_count;
     char path[700];
     image_format fmt = image_sniff(data, len);
+    /* The camera goes first (or a stale one from an unrecorded upload goes): the image file and
+     * session.json are what make the upload count. */
+    if (cam ? camera_file_write(s->image_dir, idx, cam, reg.fsync_writes) : (camera_file_remove(s->image_dir, idx), 0)) {
+        snprintf(err, errlen, "cannot store the camera: %s", strerror(errno));
+        return -1;
+    }
     if (session_image_path(path, sizeof path, s->image_dir, idx, fmt) ||
         (reg.fsync_writes ? write_file_atomic(path, data, len) : write_file_atomic_nosync(path, data, len))) {
         snprintf(err, errlen, "cannot store the image: %s", strerror(errno));
+        if (cam) camera_file_remove(s->image_dir, idx);
         return -1;
     }
     session_image *im = &s->images[idx];
     snprintf(im->file, sizeof im->file, "%s", strrchr(path, '/') + 1);
     im->display = display ? strdup(display) : NULL;
+    im->has_camera = cam != NULL;
     s->image_count++;
     session_touch(s);
     if (session_save(s)) {
@@ -306,6 +326,7 @@ int session_add_image(session *s, const uint8_t *data, size_t len, const char *d
         s->image_count--;
         free(im->display);
         unlink(path);
+        if (cam) camera_file_remove(s->image_dir, idx);
         snprintf(err, errlen, "cannot record the image in the session state");
         return -1;
     }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/camera_json.h"
 #include "frontend/session_config.h"
 
 typedef enum { SESSION_ACTIVE = 0, SESSION_PROCESSING, SESSION_COMPLETED, SESSION_ERROR } session_status;
@@ -15,6 +16,7 @@ typedef enum { SESSION_ACTIVE = 0, SESSION_PROCESSING, SESSION_COMPLETED, SESSIO
 typedef struct {
     char file[16];   /* stored name chosen by the server, e.g. "000003.jpg" */
     char *display;   /* the client's filename, display text only (may be NULL) */
+    int has_camera;  /* known camera stored beside it (<file>.camera.json, common/camera_json.h) */
 } session_image;
 
 struct ws_client;
@@ -71,11 +73,12 @@ int sessions_snapshot(session **out, int max);
 /* Number of live sessions. */
 int sessions_count(void);
 
-/* Stores an image for the session (caller holds s->lock): validates it, writes it under a
- * server-chosen name, persists session.json. Returns 0 with stored_name filled, or -1 with a
- * client message in err; nothing is changed on error. */
+/* Stores an image for the session (caller holds s->lock): validates it, writes it (and its known
+ * camera, when cam is not NULL) under server-chosen names, persists session.json. A session's
+ * images come all with cameras or all without: a mix is refused. Returns 0 with stored_name
+ * filled, or -1 with a client message in err; nothing is changed on error. */
 int session_add_image(session *s, const uint8_t *data, size_t len, const char *display,
-                      char *stored_name, size_t name_cap, char *err, size_t errlen);
+                      const known_camera *cam, char *stored_name, size_t name_cap, char *err, size_t errlen);
 
 /* Persists session.json (caller holds s->lock). Returns 0 or -1. */
 int session_save(session *s);

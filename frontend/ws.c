@@ -112,11 +112,13 @@ static void on_ready(struct mg_connection *conn, void *cbdata) {
 }
 
 /* Stores one image (bytes already decoded) and answers ack or error. */
-static void handle_image(ws_client *c, const uint8_t *data, size_t len, const char *filename) {
+static void handle_image(ws_client *c, const uint8_t *data, size_t len, const char *filename,
+                         const known_camera *cam) {
     session *s = c->s;
     char stored[32], err[512], msg[600];
     pthread_mutex_lock(&s->lock);
-    int rc = s->deleted ? -1 : session_add_image(s, data, len, filename, stored, sizeof stored, err, sizeof err);
+    int rc = s->deleted ? -1
+                        : session_add_image(s, data, len, filename, cam, stored, sizeof stored, err, sizeof err);
     if (s->deleted) snprintf(err, sizeof err, "Session %s not found", s->id);
     int count = s->image_count;
     pthread_mutex_unlock(&s->lock);
@@ -125,17 +127,29 @@ static void handle_image(ws_client *c, const uint8_t *data, size_t len, const ch
         send_error(c->conn, msg);
         return;
     }
-    char *m = msg_ack(s->id, count, stored, filename);
+    char *m = msg_ack(s->id, count, stored, filename, cam != NULL);
     send_text(c->conn, m);
     free(m);
 }
 
-/* Decodes base64 image data (a data: URL prefix is accepted) and stores it. */
-static void handle_image_base64(ws_client *c, const char *data, size_t n, const char *filename) {
+/* Decodes base64 image data (a data: URL prefix is accepted) and stores it with the message's
+ * known camera, if it has one (`msg` holds the other fields). */
+static void handle_image_base64(ws_client *c, const char *data, size_t n, const json_t *msg) {
     if (!data || n == 0) {
         send_error(c->conn, "Failed to process image: Missing 'data' field");
         return;
     }
+    const json_t *ext = json_object_get(msg, "extrinsics"), *intr = json_object_get(msg, "intrinsics");
+    known_camera cam;
+    if (ext || intr) {
+        char why[300], text[400];
+        if (camera_from_json(ext, intr, &cam, why, sizeof why)) {
+            snprintf(text, sizeof text, "Failed to process image: %s", why);
+            send_error(c->conn, text);
+            return;
+        }
+    }
+    const char *filename = json_string_value(json_object_get(msg, "filename"));
     /* Browsers hand out data URLs; accept them instead of failing on the prefix. */
     if (n > 5 && !strncmp(data, "data:", 5)) {
         const char *comma = memchr(data, ',', n < 256 ? n : 256);
@@ -152,7 +166,7 @@ static void handle_image_base64(ws_client *c, const char *data, size_t n, const 
         snprintf(msg_text, sizeof msg_text, "Failed to process image: %s", err);
         send_error(c->conn, msg_text);
     } else {
-        handle_image(c, bytes, (size_t)len, filename);
+        handle_image(c, bytes, (size_t)len, filename, (ext || intr) ? &cam : NULL);
     }
     free(bytes);
 }
@@ -208,7 +222,7 @@ static void handle_text(ws_client *c, const char *text, size_t len) {
         const char *type = json_string_value(json_object_get(rest, "type"));
         if (type && !strcmp(type, "image")) {
             touch_session(c);
-            handle_image_base64(c, data, data_len, json_string_value(json_object_get(rest, "filename")));
+            handle_image_base64(c, data, data_len, rest);
             json_decref(rest);
             return;
         }
@@ -232,8 +246,7 @@ static void handle_text(ws_client *c, const char *text, size_t len) {
     touch_session(c);
     if (type && !strcmp(type, "image")) {
         json_t *d = json_object_get(msg, "data");
-        handle_image_base64(c, json_string_value(d), json_string_length(d),
-                            json_string_value(json_object_get(msg, "filename")));
+        handle_image_base64(c, json_string_value(d), json_string_length(d), msg);
     } else if (type && !strcmp(type, "generate")) {
         handle_generate(c, 0, json_is_true(json_object_get(msg, "incremental")));
     } else if (type && !strcmp(type, "finalize")) {
@@ -304,7 +317,7 @@ static int on_data(struct mg_connection *conn, int bits, char *data, size_t len,
         body_len = c->msg_len;
     }
     if (c->msg_opcode == MG_WEBSOCKET_OPCODE_BINARY) {
-        handle_image(c, (const uint8_t *)body, body_len, NULL);
+        handle_image(c, (const uint8_t *)body, body_len, NULL, NULL);
     } else {
         handle_text(c, body, body_len);
     }

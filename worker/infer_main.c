@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "worker/glb.h"
 #include "worker/model.h"
 #include "worker/pipeline.h"
@@ -30,7 +32,7 @@ typedef struct {
     /* image mode; negative / NULL = keep the pipeline default */
     const char **images;
     int n_images;
-    const char *glb, *json, *process_res_method;
+    const char *glb, *json, *process_res_method, *cameras;
     int process_res, no_cameras;
     double conf_thresh_percentile;
     long num_max_points;
@@ -66,7 +68,10 @@ static void usage(FILE *out) {
             "                          lower_bound_resize, lower_bound_crop\n"
             "  --conf-thresh-percentile P  drop roughly the lowest P%% by confidence (default 10)\n"
             "  --num-max-points N      keep at most N points (default 10000000)\n"
-            "  --no-cameras            leave the camera frustums out\n\n"
+            "  --no-cameras            leave the camera frustums out\n"
+            "  --cameras FILE          known cameras, JSON {\"extrinsics\": [N x 4x4 or 3x4 world-to-\n"
+            "                          camera], \"intrinsics\": [N x 3x3 in the images' pixels]}: the\n"
+            "                          pose-conditioned network, results in these cameras' frame\n\n"
             "mode 3, speed:\n"
             "  --bench-views LIST      view counts to time, e.g. 1,4,16\n"
             "  --bench-hw HxW          input size, e.g. 378x504 (multiples of 14)\n"
@@ -178,6 +183,7 @@ static int parse_args(int argc, char **argv, options *o) {
             if (int_option("--num-max-points", val, 1, 2000000000L, &v)) return -1;
             o->num_max_points = v;
         } else if (!strcmp(a, "--no-cameras")) o->no_cameras = 1;
+        else if (!strcmp(a, "--cameras")) { NEED_VALUE(); o->cameras = val; }
         else if (!strcmp(a, "--bench-views")) { NEED_VALUE(); o->bench_views = val; }
         else if (!strcmp(a, "--bench-hw")) { NEED_VALUE(); o->bench_hw = val; }
         else if (!strcmp(a, "--repeats")) {
@@ -202,6 +208,10 @@ static int parse_args(int argc, char **argv, options *o) {
     }
     if ((o->images || o->glb) && !(o->images && o->glb)) {
         fprintf(stderr, "da3-infer: --images needs --glb\n");
+        return -1;
+    }
+    if (o->cameras && !o->images) {
+        fprintf(stderr, "da3-infer: --cameras goes with --images\n");
         return -1;
     }
     if ((o->bench_views || o->bench_hw) && !(o->bench_views && o->bench_hw)) {
@@ -288,8 +298,46 @@ static int write_file(const char *path, const void *data, size_t len) {
     return (fclose(f) == 0 && done == len) ? 0 : -1;
 }
 
+/* Reads --cameras: one camera per image, in the metadata's own layout. Returns a malloc'd array or
+ * NULL with err set. */
+static known_camera *read_cameras(const char *path, int n, char *err, size_t errlen) {
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) {
+        snprintf(err, errlen, "%s: %s (line %d)", path, jerr.text, jerr.line);
+        return NULL;
+    }
+    json_t *ext = json_object_get(root, "extrinsics"), *intr = json_object_get(root, "intrinsics");
+    known_camera *cams = NULL;
+    if (!json_is_array(ext) || !json_is_array(intr) || (int)json_array_size(ext) != n ||
+        (int)json_array_size(intr) != n) {
+        snprintf(err, errlen, "%s: needs \"extrinsics\" and \"intrinsics\" arrays with one entry per image (%d)",
+                 path, n);
+    } else if ((cams = calloc((size_t)n, sizeof *cams)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+    } else {
+        for (int i = 0; i < n; i++) {
+            char why[256];
+            if (camera_from_json(json_array_get(ext, (size_t)i), json_array_get(intr, (size_t)i), &cams[i], why,
+                                 sizeof why)) {
+                snprintf(err, errlen, "%s: camera %d: %s", path, i, why);
+                free(cams);
+                cams = NULL;
+                break;
+            }
+        }
+    }
+    json_decref(root);
+    return cams;
+}
+
 static int run_images(da3_model *m, const options *o) {
     char err[1024];
+    known_camera *cams = NULL;
+    if (o->cameras && !(cams = read_cameras(o->cameras, o->n_images, err, sizeof err))) {
+        fprintf(stderr, "da3-infer: %s\n", err);
+        return 1;
+    }
     pipeline_params pp;
     pipeline_params_default(&pp);
     pp.ref_view = o->ref_view;
@@ -304,7 +352,10 @@ static int run_images(da3_model *m, const options *o) {
 
     pipeline_result r;
     memset(&r, 0, sizeof r);
-    if (pipeline_run_files(m, o->images, NULL, o->n_images, &pp, print_progress, NULL, &r, err, sizeof err) != 0) {
+    int failed = pipeline_run_files(m, o->images, NULL, o->n_images, cams, &pp, print_progress, NULL, &r, err,
+                                    sizeof err);
+    free(cams);
+    if (failed) {
         fprintf(stderr, "da3-infer: %s\n", err);
         pipeline_result_free(&r);
         return 1;

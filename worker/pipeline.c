@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "worker/pose_align.h"
 
 void pipeline_params_default(pipeline_params *p) {
     memset(p, 0, sizeof *p);
@@ -24,10 +25,11 @@ static void report(pipeline_progress_fn fn, void *ctx, const char *stage, double
     if (fn) fn(ctx, stage, progress, message);
 }
 
-/* Reads, decodes and resizes every view. Progress moves from 0.30 to 0.40 while decoding. */
-static int load_views(const char *const *paths, const char *const *names, int n,
+/* Reads, decodes and resizes every view; with cams, carries each camera matrix through the same
+ * resize into k_out (n x 9). Progress moves from 0.30 to 0.40 while decoding. */
+static int load_views(const char *const *paths, const char *const *names, int n, const known_camera *cams,
                       const pipeline_params *p, pipeline_progress_fn progress, void *ctx,
-                      rgb_image *views, char *err, size_t errlen) {
+                      rgb_image *views, double *k_out, char *err, size_t errlen) {
     for (int i = 0; i < n; i++) {
         const char *label = names && names[i] ? names[i] : paths[i];
         size_t len = 0;
@@ -40,10 +42,11 @@ static int load_views(const char *const *paths, const char *const *names, int n,
         char why[256] = "";
         int rc = image_decode(data, len, &decoded, why, sizeof why);
         free(data);
-        if (rc == 0) {
-            rc = preprocess_resize(&decoded, p->process_res, p->method, &views[i], why, sizeof why);
-            image_free(&decoded);
-        }
+        if (rc == 0 && cams)
+            rc = preprocess_intrinsics(cams[i].intrinsics, decoded.width, decoded.height, p->process_res,
+                                       p->method, k_out + 9 * i, why, sizeof why);
+        if (rc == 0) rc = preprocess_resize(&decoded, p->process_res, p->method, &views[i], why, sizeof why);
+        image_free(&decoded);
         if (rc) {
             snprintf(err, errlen, "image %d (%s): %s", i, label, why);
             return -1;
@@ -55,10 +58,55 @@ static int load_views(const char *const *paths, const char *const *names, int n,
     return 0;
 }
 
+/* Known cameras in the network's terms: extrinsics normalised to view 0 (n 4x4), intrinsics of the
+ * processed batch (n 3x3), as float32. k holds the per-view processed intrinsics and is shifted
+ * here by the batch's centre crop (size differences are multiples of 14, so halves are exact). */
+static void network_cameras(const known_camera *cams, int n, double *k, const int *view_w, const int *view_h,
+                            const da3_batch *batch, float *ext_f, float *k_f) {
+    double *norm = malloc((size_t)n * 16 * sizeof *norm), *ext = malloc((size_t)n * 16 * sizeof *ext);
+    for (int i = 0; ext && i < n; i++) memcpy(ext + 16 * i, cams[i].extrinsics, 16 * sizeof *ext);
+    if (norm && ext) pose_normalize_extrinsics(n, ext, norm);
+    for (int i = 0; i < n; i++) {
+        k[9 * i + 2] -= (view_w[i] - batch->width) / 2;
+        k[9 * i + 5] -= (view_h[i] - batch->height) / 2;
+        for (int j = 0; j < 16; j++) ext_f[16 * i + j] = norm && ext ? (float)norm[16 * i + j] : 0.0f;
+        for (int j = 0; j < 9; j++) k_f[9 * i + j] = (float)k[9 * i + j];
+    }
+    free(norm);
+    free(ext);
+}
+
+/* DA3's _align_to_input_extrinsics_intrinsics (align_to_input_ext_scale=True): the client's own
+ * cameras are the answer; depth is rescaled into its units by the Sim(3) scale between its
+ * camera centres and the predicted ones. */
+static void return_to_client_frame(const known_camera *cams, const double *k, da3_prediction *pred,
+                                   double *scale_out) {
+    const int n = pred->n;
+    double *ext_in = malloc((size_t)n * 16 * sizeof *ext_in), *ext_pred = malloc((size_t)n * 12 * sizeof *ext_pred);
+    double s = 1.0;
+    if (ext_in && ext_pred) {
+        for (int i = 0; i < n; i++) {
+            memcpy(ext_in + 16 * i, cams[i].extrinsics, 16 * sizeof *ext_in);
+            for (int j = 0; j < 12; j++) ext_pred[12 * i + j] = pred->extrinsics[12 * i + j];
+        }
+        s = pose_alignment_scale(n, ext_in, ext_pred);
+    }
+    free(ext_in);
+    free(ext_pred);
+    const size_t pixels = (size_t)n * pred->height * pred->width;
+    for (size_t i = 0; i < pixels; i++) pred->depth[i] = (float)(pred->depth[i] / s);
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < 12; j++) pred->extrinsics[12 * i + j] = (float)cams[i].extrinsics[j];
+        for (int j = 0; j < 9; j++) pred->intrinsics[9 * i + j] = (float)k[9 * i + j];
+    }
+    *scale_out = s;
+}
+
 int pipeline_run_files(da3_model *m, const char *const *paths, const char *const *names, int n,
-                       const pipeline_params *p, pipeline_progress_fn progress, void *ctx,
+                       const known_camera *cams, const pipeline_params *p, pipeline_progress_fn progress, void *ctx,
                        pipeline_result *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
+    out->pose_scale = 1.0;
     if (n <= 0) {
         snprintf(err, errlen, "No images in session");
         return -1;
@@ -70,11 +118,24 @@ int pipeline_run_files(da3_model *m, const char *const *paths, const char *const
     double t0 = now_mono();
     rgb_image *views = calloc((size_t)n, sizeof *views);
     da3_batch batch = {0};
-    int rc = views ? load_views(paths, names, n, p, progress, ctx, views, err, errlen) : -1;
-    if (!views) snprintf(err, errlen, "out of memory");
+    /* Known cameras: processed intrinsics (double), then the network's float32 copies. */
+    double *k = cams ? calloc((size_t)n, 9 * sizeof *k) : NULL;
+    float *ext_f = cams ? calloc((size_t)n, 16 * sizeof *ext_f) : NULL;
+    float *k_f = cams ? calloc((size_t)n, 9 * sizeof *k_f) : NULL;
+    int *view_w = calloc((size_t)n, sizeof *view_w), *view_h = calloc((size_t)n, sizeof *view_h);
+    int rc = -1;
+    if (!views || !view_w || !view_h || (cams && (!k || !ext_f || !k_f)))
+        snprintf(err, errlen, "out of memory");
+    else
+        rc = load_views(paths, names, n, cams, p, progress, ctx, views, k, err, errlen);
     if (rc == 0) rc = preprocess_batch(views, n, &batch, err, errlen);
-    for (int i = 0; views && i < n; i++) image_free(&views[i]);
+    for (int i = 0; views && i < n; i++) {
+        view_w[i] = views[i].width;
+        view_h[i] = views[i].height;
+        image_free(&views[i]);
+    }
     free(views);
+    if (rc == 0 && cams) network_cameras(cams, n, k, view_w, view_h, &batch, ext_f, k_f);
     out->decode_ms = (now_mono() - t0) * 1e3;
     if (rc) goto done;
 
@@ -82,10 +143,15 @@ int pipeline_run_files(da3_model *m, const char *const *paths, const char *const
              batch.height);
     report(progress, ctx, "inference", 0.4, msg);
     double t1 = now_mono();
-    rc = da3_model_forward(m, batch.input, batch.n, batch.height, batch.width, NULL, p->ref_view,
-                           &out->pred, err, errlen);
+    da3_known_cameras net_cams = {ext_f, k_f};
+    rc = da3_model_forward(m, batch.input, batch.n, batch.height, batch.width, cams ? &net_cams : NULL,
+                           p->ref_view, &out->pred, err, errlen);
     out->model_ms = (now_mono() - t1) * 1e3;
     if (rc) goto done;
+    if (cams) {
+        return_to_client_frame(cams, k, &out->pred, &out->pose_scale);
+        out->known_cameras = 1;
+    }
 
     report(progress, ctx, "exporting", 0.7, "Generating 3D model...");
     double t2 = now_mono();
@@ -94,6 +160,11 @@ int pipeline_run_files(da3_model *m, const char *const *paths, const char *const
 
 done:
     da3_batch_free(&batch);
+    free(k);
+    free(ext_f);
+    free(k_f);
+    free(view_w);
+    free(view_h);
     if (rc) pipeline_result_free(out);
     return rc;
 }
@@ -133,6 +204,8 @@ char *pipeline_metadata_json(const pipeline_result *r, const char *model_name, i
         json_array_append_new(align, row);
     }
     json_object_set_new(meta, "hf_alignment", align);
+    json_object_set_new(meta, "known_cameras", json_boolean(r->known_cameras));
+    if (r->known_cameras) json_object_set_new(meta, "pose_scale", json_real(r->pose_scale));
     json_t *model = json_object();
     json_object_set_new(model, "name", json_string(model_name ? model_name : "unknown"));
     json_object_set_new(model, "trained", json_boolean(model_trained));

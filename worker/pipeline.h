@@ -3,6 +3,7 @@
 #ifndef DA3_PIPELINE_H
 #define DA3_PIPELINE_H
 
+#include "common/camera_json.h"
 #include "worker/fusion.h"
 #include "worker/model.h"
 #include "worker/preprocess.h"
@@ -21,6 +22,8 @@ typedef void (*pipeline_progress_fn)(void *ctx, const char *stage, double progre
 typedef struct {
     da3_prediction pred;
     point_cloud cloud;
+    int known_cameras;  /* 1 when the client's cameras conditioned the network and were returned */
+    double pose_scale;  /* known cameras: network units per client unit (depth was divided by it) */
     double decode_ms, model_ms, fusion_ms; /* wall time per stage */
 } pipeline_result;
 
@@ -29,9 +32,12 @@ typedef struct {
 void pipeline_params_default(pipeline_params *p);
 
 /* Runs the pipeline on n image files in order. names (may be NULL) are display names used in
- * error messages. Returns 0, or -1 with err naming the failing image or stage. */
+ * error messages. cams (NULL, or one per image, intrinsics in the pixels of the file as sent)
+ * runs the pose-conditioned network the way DA3's API does: cameras normalised to view 0, the
+ * result returned in the client's frame (its own cameras, intrinsics carried through the
+ * resize, depth in its units). Returns 0, or -1 with err naming the failing image or stage. */
 int pipeline_run_files(da3_model *m, const char *const *paths, const char *const *names, int n,
-                       const pipeline_params *p, pipeline_progress_fn progress, void *ctx,
+                       const known_camera *cams, const pipeline_params *p, pipeline_progress_fn progress, void *ctx,
                        pipeline_result *out, char *err, size_t errlen);
 
 /* JSON text (malloc'd) of the result metadata the protocol sends besides the GLB:

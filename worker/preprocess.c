@@ -111,6 +111,31 @@ static int plan_resize(int w, int h, int res, resize_method m, resize_plan *p, c
     return 0;
 }
 
+/* DA3's _resize_ixt: row 0 by the width ratio, row 1 by the height ratio. */
+static void scale_intrinsics(double k[9], int from_w, int from_h, int to_w, int to_h) {
+    for (int c = 0; c < 3; c++) {
+        k[c] *= (double)to_w / from_w;
+        k[3 + c] *= (double)to_h / from_h;
+    }
+}
+
+int preprocess_intrinsics(const double k_in[9], int width, int height, int process_res, resize_method m,
+                          double k_out[9], char *err, size_t errlen) {
+    resize_plan p;
+    if (plan_resize(width, height, process_res, m, &p, err, errlen)) return -1;
+    double k[9];
+    memcpy(k, k_in, sizeof k);
+    scale_intrinsics(k, width, height, p.bw, p.bh);
+    if (is_crop(m)) {
+        k[2] -= p.crop_x;
+        k[5] -= p.crop_y;
+    } else {
+        scale_intrinsics(k, p.bw, p.bh, p.fw, p.fh);
+    }
+    memcpy(k_out, k, sizeof k);
+    return 0;
+}
+
 int preprocess_output_size(int width, int height, int process_res, resize_method m, int *out_w, int *out_h, char *err,
                            size_t errlen) {
     resize_plan p;

@@ -26,6 +26,13 @@ const char *resize_method_name(resize_method m);
 int preprocess_output_size(int width, int height, int process_res, resize_method m, int *out_w, int *out_h,
                            char *err, size_t errlen);
 
+/* Carries a camera matrix through preprocess_resize as DA3's InputProcessor does: the first row
+ * (fx, s, cx) scales with the width ratio and the second (fy, cy) with the height ratio at each
+ * resize; a crop shifts cx, cy by its top-left corner. k_in/k_out are 3x3 row-major (may alias).
+ * Returns 0, or -1 with a reason in err (the same refusals as preprocess_output_size). */
+int preprocess_intrinsics(const double k_in[9], int width, int height, int process_res, resize_method m,
+                          double k_out[9], char *err, size_t errlen);
+
 /* Resizes one decoded image the way DA3 does for process_res/method into *out (allocated).
  * Returns 0, or -1 with a reason in err (e.g. result smaller than one patch). */
 int preprocess_resize(const rgb_image *in, int process_res, resize_method m, rgb_image *out,

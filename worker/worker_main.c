@@ -44,6 +44,41 @@ static void params_from_job(const shmq_job_params *jp, pipeline_params *p) {
     p->fusion.seed = jp->seed;
 }
 
+/* The cameras stored with the job's images: all of them (*out, n entries), none (*out NULL), or
+ * an error for a mix, which the network cannot take. Returns 0 or -1 with err set. */
+static int load_cameras(const char *image_dir, int n, known_camera **out, char *err, size_t errlen) {
+    *out = NULL;
+    known_camera *cams = calloc((size_t)n, sizeof *cams);
+    if (!cams) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int with = 0, first_without = -1;
+    for (int i = 0; i < n; i++) {
+        int rc = camera_file_read(image_dir, i, &cams[i], err, errlen);
+        if (rc < 0) {
+            free(cams);
+            return -1;
+        }
+        if (rc == 1) with++;
+        else if (first_without < 0) first_without = i;
+    }
+    if (with == 0) {
+        free(cams);
+        return 0;
+    }
+    if (with < n) {
+        snprintf(err, errlen,
+                 "known cameras were sent with %d of the %d images (image %d has none): send "
+                 "extrinsics and intrinsics with every image, or with none",
+                 with, n, first_without);
+        free(cams);
+        return -1;
+    }
+    *out = cams;
+    return 0;
+}
+
 /* Runs one claimed job to DONE or FAILED. */
 static void run_job(shmq *q, da3_model *model, int slot, uint64_t job_id, const shmq_job_params *jp) {
     job_ctx jc = {q, slot, job_id};
@@ -61,11 +96,14 @@ static void run_job(shmq *q, da3_model *model, int slot, uint64_t job_id, const 
         }
         path_ptrs[i] = paths[i];
     }
+    known_camera *cams = NULL;
+    if (rc == 0) rc = load_cameras(jp->image_dir, n, &cams, err, sizeof err);
     pipeline_params pp;
     params_from_job(jp, &pp);
     if (rc == 0)
-        rc = pipeline_run_files(model, path_ptrs, NULL, n, &pp, forward_progress, &jc, &res, err,
+        rc = pipeline_run_files(model, path_ptrs, NULL, n, cams, &pp, forward_progress, &jc, &res, err,
                                 sizeof err);
+    free(cams);
     if (rc == 0) {
         double t0 = now_mono();
         size_t glb_len = glb_size(&res.cloud);

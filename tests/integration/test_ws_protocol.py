@@ -3,6 +3,7 @@ error path, results validated by the Khronos glTF validator."""
 import asyncio
 import base64
 import json
+import math
 import os
 
 import websockets
@@ -140,6 +141,8 @@ async def main():
     check(res["type"] == "complete" and res["image_count"] == 5, "finalize complete")
     check(srv.http("GET", f"/ws/session/{sid}")[1]["status"] == "completed", "status completed after finalize")
 
+    await known_cameras()
+
     # a message over --max-message-mb closes with 1009; stored images survive
     await ws.send(b"\xff" * (1536 * 1024))
     e = await recv_json(ws)
@@ -166,6 +169,62 @@ async def main():
     srv.http("DELETE", f"/ws/session/{sid}")
     m = await recv_json(ws3)
     check(m == {"type": "error", "message": "Session deleted"}, f"delete notice: {m}")
+
+def camera(i):
+    """World-to-camera 4x4 for camera i on a circle of radius 3 around the origin, facing it."""
+    a = 0.25 * i
+    r = [[math.cos(a), 0, -math.sin(a)], [0, 1, 0], [math.sin(a), 0, math.cos(a)]]
+    c = [3 * math.sin(a), 0.1 * i, -3 * math.cos(a)]
+    t = [-sum(r[row][k] * c[k] for k in range(3)) for row in range(3)]
+    return [r[row] + [t[row]] for row in range(3)] + [[0, 0, 0, 1]]
+
+
+async def known_cameras():
+    """Images sent with extrinsics + intrinsics: the pose-conditioned network, the answer in the
+    client's own cameras; a session takes cameras with every image or none."""
+    sid = srv.create("process_res=140&num_max_points=5000")
+    ws, _ = await connect(srv, sid)
+    k = [[100, 0, 70], [0, 100, 52.5], [0, 0, 1]]
+
+    async def send(i, **fields):
+        msg = {"type": "image", "data": base64.b64encode(make_image(140, 105, 20 + i)).decode(), **fields}
+        await ws.send(json.dumps(msg))
+        return await recv_json(ws)
+
+    a = await send(0, extrinsics=camera(0), intrinsics=k)
+    check(a.get("type") == "ack" and a.get("image_count") == 1 and a.get("camera") is True, f"camera ack: {a}")
+    e = await send(1)
+    check(e["type"] == "error" and "send them with this image too" in e["message"], f"mix refused: {e}")
+    e = await send_image(ws, make_image(140, 105, 30), binary=True)
+    check(e["type"] == "error" and "known cameras" in e["message"], f"binary frame in a camera session: {e}")
+    skew = [row[:] for row in camera(1)]
+    skew[0][0] *= 1.5
+    for fields, words in (({"extrinsics": skew, "intrinsics": k}, "rotation"),
+                          ({"extrinsics": camera(1)}, "both"),
+                          ({"extrinsics": camera(1), "intrinsics": [[100, 0, 70], [0, 100, 52.5]]}, "3x3")):
+        e = await send(1, **fields)
+        check(e["type"] == "error" and e["message"].startswith("Failed to process image:") and words in e["message"],
+              f"bad camera ({words}): {e}")
+    a = await send(1, extrinsics=camera(1)[:3], intrinsics=k)  # 3x4 is accepted too
+    a = await send(2, extrinsics=camera(2), intrinsics=k)
+    check(a.get("image_count") == 3, f"three images with cameras: {a}")
+
+    progress, res = await generate(ws)
+    check(res.get("type") == "complete", f"known-camera generate: {str(res)[:300]}")
+    meta = res["metadata"]
+    check(meta.get("known_cameras") is True and meta.get("pose_scale", 0) > 0, "metadata says cameras were used")
+    for i in range(3):
+        want = camera(i)[:3]
+        got = meta["extrinsics"][i]
+        check(all(abs(got[r][c] - want[r][c]) < 1e-6 for r in range(3) for c in range(4)),
+              f"extrinsics {i} are the client's: {got}")
+    # 140x105 at process_res 140: 105 rows become 112 (nearest multiple of 14), so fy and cy scale by 112/105.
+    want_k = [[100, 0, 70], [0, 100 * 112 / 105, 56], [0, 0, 1]]
+    check(all(abs(meta["intrinsics"][0][r][c] - want_k[r][c]) < 1e-4 for r in range(3) for c in range(3)),
+          f"intrinsics follow the resize: {meta['intrinsics'][0]}")
+    check(validate_glb(base64.b64decode(res["glb_base64"]), "ws-known-cameras"), "known-camera GLB validates")
+    await ws.close()
+
 
 run(main())
 srv.cleanup()

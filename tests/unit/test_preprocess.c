@@ -272,6 +272,30 @@ static void time_case(int w, int h, int res, resize_method m) {
     image_free(&img);
 }
 
+/* Camera matrices follow the same resizes and crops as the pixels (DA3's _resize_ixt/_crop_ixt). */
+static void test_intrinsics(void) {
+    char err[256];
+    double k[9], out[9];
+    const double k640[9] = {500, 0, 320, 0, 500, 240, 0, 0, 1};
+    CHECK(preprocess_intrinsics(k640, 640, 480, 504, RESIZE_UPPER_BOUND_RESIZE, out, err, sizeof err) == 0);
+    const double e640[9] = {393.75, 0, 252, 0, 393.75, 189, 0, 0, 1};
+    for (int i = 0; i < 9; i++) CHECK_NEAR(out[i], e640[i], 1e-9);
+    /* 1000x700 -> 504x353 by the boundary resize; then 353 -> 350 by a second resize ... */
+    const double k1000[9] = {800, 0, 500, 0, 800, 350, 0, 0, 1};
+    CHECK(preprocess_intrinsics(k1000, 1000, 700, 504, RESIZE_UPPER_BOUND_RESIZE, out, err, sizeof err) == 0);
+    const double e_resize[9] = {403.2, 0, 252, 0, 400, 175, 0, 0, 1};
+    for (int i = 0; i < 9; i++) CHECK_NEAR(out[i], e_resize[i], 1e-9);
+    /* ... or by a centre crop of 3 rows, (3 // 2) = 1 off the top. */
+    CHECK(preprocess_intrinsics(k1000, 1000, 700, 504, RESIZE_UPPER_BOUND_CROP, out, err, sizeof err) == 0);
+    const double e_crop[9] = {403.2, 0, 252, 0, 800 * 353 / 700.0, 350 * 353 / 700.0 - 1, 0, 0, 1};
+    for (int i = 0; i < 9; i++) CHECK_NEAR(out[i], e_crop[i], 1e-9);
+    /* In place, and refused like the pixels are. */
+    memcpy(k, k640, sizeof k);
+    CHECK(preprocess_intrinsics(k, 640, 480, 504, RESIZE_UPPER_BOUND_RESIZE, k, err, sizeof err) == 0);
+    CHECK_NEAR(k[2], 252, 1e-9);
+    CHECK(preprocess_intrinsics(k640, 0, 480, 504, RESIZE_UPPER_BOUND_RESIZE, out, err, sizeof err) == -1);
+}
+
 int main(void) {
     const char *dir = getenv("DA3_TEST_DATA");
     snprintf(data_dir, sizeof data_dir, "%s", dir && *dir ? dir : "tests/data");
@@ -281,6 +305,7 @@ int main(void) {
     test_normalisation();
     test_batch_centre_crop();
     test_errors();
+    test_intrinsics();
     time_case(640, 480, 504, RESIZE_UPPER_BOUND_RESIZE);
     time_case(1920, 1080, 504, RESIZE_UPPER_BOUND_RESIZE);
     time_case(4032, 3024, 504, RESIZE_UPPER_BOUND_RESIZE);

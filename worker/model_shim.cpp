@@ -43,10 +43,17 @@ int guarded(char* err, size_t errlen, const char* what, Body&& body) {
         body();
         return 0;
     } catch (const c10::Error& e) {
-        // what_without_backtrace: the message without libtorch's C++ stack dump.
-        set_err(err, errlen, "%s: %s", what, e.what_without_backtrace());
+        // what_without_backtrace: the message without libtorch's C++ stack dump. Allocation
+        // failures (CPU: "can't allocate memory", CUDA: "out of memory") are named as such first,
+        // so a client can tell "too much at once" from a bug.
+        const std::string msg = e.what_without_backtrace();
+        if (msg.find("allocate memory") != std::string::npos || msg.find("out of memory") != std::string::npos)
+            set_err(err, errlen, "%s: out of memory (send fewer or smaller images, or a lower process_res): %s", what,
+                    msg.c_str());
+        else
+            set_err(err, errlen, "%s: %s", what, msg.c_str());
     } catch (const std::bad_alloc&) {
-        set_err(err, errlen, "%s: out of memory", what);
+        set_err(err, errlen, "%s: out of memory (send fewer or smaller images, or a lower process_res)", what);
     } catch (const std::exception& e) {
         set_err(err, errlen, "%s: %s", what, e.what());
     } catch (...) {

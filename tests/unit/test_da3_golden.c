@@ -394,7 +394,7 @@ int main(int argc, char **argv) {
         for (int i = 1; i < argc; i++) test_fixture(argv[i], argv[i]);
         CHECK_DONE("test_da3_golden");
     }
-    static const char *fixtures[] = {"tiny-v1", "tiny-v2", "tiny-v3", "tiny-v3-poses"};
+    static const char *fixtures[] = {"tiny-v1", "tiny-v2", "tiny-v3", "tiny-v3-poses", "tiny-v6", "swiglu-v3-poses"};
     for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) {
         char dir[512];
         snprintf(dir, sizeof dir, "%s/%s", golden_root(), fixtures[i]);

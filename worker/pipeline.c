@@ -61,36 +61,46 @@ static int load_views(const char *const *paths, const char *const *names, int n,
 /* Known cameras in the network's terms: extrinsics normalised to view 0 (n 4x4), intrinsics of the
  * processed batch (n 3x3), as float32. k holds the per-view processed intrinsics and is shifted
  * here by the batch's centre crop (size differences are multiples of 14, so halves are exact). */
-static void network_cameras(const known_camera *cams, int n, double *k, const int *view_w, const int *view_h,
-                            const da3_batch *batch, float *ext_f, float *k_f) {
+static int network_cameras(const known_camera *cams, int n, double *k, const int *view_w, const int *view_h,
+                           const da3_batch *batch, float *ext_f, float *k_f, char *err, size_t errlen) {
     double *norm = malloc((size_t)n * 16 * sizeof *norm), *ext = malloc((size_t)n * 16 * sizeof *ext);
-    for (int i = 0; ext && i < n; i++) memcpy(ext + 16 * i, cams[i].extrinsics, 16 * sizeof *ext);
-    if (norm && ext) pose_normalize_extrinsics(n, ext, norm);
+    if (!norm || !ext) {
+        free(norm);
+        free(ext);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < n; i++) memcpy(ext + 16 * i, cams[i].extrinsics, 16 * sizeof *ext);
+    pose_normalize_extrinsics(n, ext, norm);
     for (int i = 0; i < n; i++) {
         k[9 * i + 2] -= (view_w[i] - batch->width) / 2;
         k[9 * i + 5] -= (view_h[i] - batch->height) / 2;
-        for (int j = 0; j < 16; j++) ext_f[16 * i + j] = norm && ext ? (float)norm[16 * i + j] : 0.0f;
+        for (int j = 0; j < 16; j++) ext_f[16 * i + j] = (float)norm[16 * i + j];
         for (int j = 0; j < 9; j++) k_f[9 * i + j] = (float)k[9 * i + j];
     }
     free(norm);
     free(ext);
+    return 0;
 }
 
 /* DA3's _align_to_input_extrinsics_intrinsics (align_to_input_ext_scale=True): the client's own
  * cameras are the answer; depth is rescaled into its units by the Sim(3) scale between its
  * camera centres and the predicted ones. */
-static void return_to_client_frame(const known_camera *cams, const double *k, da3_prediction *pred,
-                                   double *scale_out) {
+static int return_to_client_frame(const known_camera *cams, const double *k, da3_prediction *pred,
+                                  double *scale_out, char *err, size_t errlen) {
     const int n = pred->n;
     double *ext_in = malloc((size_t)n * 16 * sizeof *ext_in), *ext_pred = malloc((size_t)n * 12 * sizeof *ext_pred);
-    double s = 1.0;
-    if (ext_in && ext_pred) {
-        for (int i = 0; i < n; i++) {
-            memcpy(ext_in + 16 * i, cams[i].extrinsics, 16 * sizeof *ext_in);
-            for (int j = 0; j < 12; j++) ext_pred[12 * i + j] = pred->extrinsics[12 * i + j];
-        }
-        s = pose_alignment_scale(n, ext_in, ext_pred);
+    if (!ext_in || !ext_pred) {
+        free(ext_in);
+        free(ext_pred);
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
+    for (int i = 0; i < n; i++) {
+        memcpy(ext_in + 16 * i, cams[i].extrinsics, 16 * sizeof *ext_in);
+        for (int j = 0; j < 12; j++) ext_pred[12 * i + j] = pred->extrinsics[12 * i + j];
+    }
+    const double s = pose_alignment_scale(n, ext_in, ext_pred);
     free(ext_in);
     free(ext_pred);
     const size_t pixels = (size_t)n * pred->height * pred->width;
@@ -100,6 +110,7 @@ static void return_to_client_frame(const known_camera *cams, const double *k, da
         for (int j = 0; j < 9; j++) pred->intrinsics[9 * i + j] = (float)k[9 * i + j];
     }
     *scale_out = s;
+    return 0;
 }
 
 int pipeline_run_files(da3_model *m, const char *const *paths, const char *const *names, int n,
@@ -135,7 +146,7 @@ int pipeline_run_files(da3_model *m, const char *const *paths, const char *const
         image_free(&views[i]);
     }
     free(views);
-    if (rc == 0 && cams) network_cameras(cams, n, k, view_w, view_h, &batch, ext_f, k_f);
+    if (rc == 0 && cams) rc = network_cameras(cams, n, k, view_w, view_h, &batch, ext_f, k_f, err, errlen);
     out->decode_ms = (now_mono() - t0) * 1e3;
     if (rc) goto done;
 
@@ -149,7 +160,8 @@ int pipeline_run_files(da3_model *m, const char *const *paths, const char *const
     out->model_ms = (now_mono() - t1) * 1e3;
     if (rc) goto done;
     if (cams) {
-        return_to_client_frame(cams, k, &out->pred, &out->pose_scale);
+        rc = return_to_client_frame(cams, k, &out->pred, &out->pose_scale, err, errlen);
+        if (rc) goto done;
         out->known_cameras = 1;
     }
 

@@ -448,8 +448,12 @@ static int run_bench(da3_model *m, const options *o) {
         qsort(ms, (size_t)o->repeats, sizeof *ms, cmp_double);
         const double median = o->repeats % 2 ? ms[o->repeats / 2]
                                              : 0.5 * (ms[o->repeats / 2 - 1] + ms[o->repeats / 2]);
-        printf("bench views=%d hw=%dx%d median_ms=%.1f min_ms=%.1f per_view_ms=%.1f peak_rss_mb=%.0f\n", n, h, w,
-               median, ms[0], median / n, peak_rss_mb());
+        /* Backbone matmul work over the whole forward time: a floor on the backbone's throughput
+         * (the head and element-wise work are in the time, not in the count). */
+        const double gflop = da3_model_backbone_flops(m, n, h, w) / 1e9;
+        printf("bench views=%d hw=%dx%d median_ms=%.1f min_ms=%.1f per_view_ms=%.1f peak_rss_mb=%.0f "
+               "backbone_gflop=%.1f gflops_per_s=%.1f\n",
+               n, h, w, median, ms[0], median / n, peak_rss_mb(), gflop, gflop / (median / 1e3));
         fflush(stdout);
         free(x);
         free(ms);

@@ -46,6 +46,10 @@ int da3_model_forward(da3_model *m, const float *input, int n, int height, int w
                       const da3_known_cameras *cams, ref_view_strategy strategy,
                       da3_prediction *out, char *err, size_t errlen);
 
+/* Floating-point operations of the backbone's matrix products for n views of height x width (the
+ * figure to compare with a device's matmul peak; element-wise work and the head not counted). */
+double da3_model_backbone_flops(const da3_model *m, int n, int height, int width);
+
 /* Frees the prediction's arrays and zeroes it; safe on a zeroed struct. */
 void da3_prediction_free(da3_prediction *p);
 

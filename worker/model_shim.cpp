@@ -182,15 +182,29 @@ da3_model* da3_model_open(const char* path, const char* device, char* err, size_
         configure_blas_threads();
         c10::InferenceMode no_autograd;
         m = std::make_unique<da3_model>();
-        if (std::strcmp(path, "demo") == 0) {
-            m->net = da3::Network::demo(dev);
-            m->name = "demo (DA3-Small topology, untrained random weights)";
+        // "demo" is DA3-Small; "demo-base", "demo-large", "demo-giant" give the bigger topologies
+        // (random weights too: for benchmarks and memory checks without a checkpoint).
+        static const char* const demos[][3] = {{"demo", "da3-small", "DA3-Small"},
+                                               {"demo-small", "da3-small", "DA3-Small"},
+                                               {"demo-base", "da3-base", "DA3-Base"},
+                                               {"demo-large", "da3-large", "DA3-Large"},
+                                               {"demo-giant", "da3-giant", "DA3-Giant"}};
+        const char* const* demo = nullptr;
+        for (const auto& d : demos)
+            if (std::strcmp(path, d[0]) == 0) demo = d;
+        if (demo) {
+            m->net = da3::Network::demo(dev, demo[1]);
+            m->name = std::string(demo[0]) + " (" + demo[2] + " topology, untrained random weights)";
         } else {
             m->net = da3::Network::from_folder(path, dev);
             m->name = std::string(path) + " (" + m->net->config().model_name + ")";
         }
     });
     return rc == 0 ? m.release() : nullptr;
+}
+
+double da3_model_backbone_flops(const da3_model* m, int n, int height, int width) {
+    return m && m->net ? m->net->config().backbone_matmul_flops(n, height, width) : 0.0;
 }
 
 const char* da3_model_name(const da3_model* m) { return m ? m->name.c_str() : "(no model)"; }

@@ -105,6 +105,21 @@ int NetConfig::ffn_hidden() const {
     return hidden;
 }
 
+double NetConfig::backbone_matmul_flops(int64_t views, int64_t h, int64_t w) const {
+    const double c = embed_dim, hidden = ffn_hidden();
+    const double tokens = static_cast<double>(h / patch_size) * static_cast<double>(w / patch_size) + 1;  // + cls/camera
+    const double ffn_macs = ffn == FfnKind::Mlp ? 2 * c * hidden : 3 * c * hidden;  // fc1+fc2, or w12+w3
+    const double linear_per_token = 4 * c * c + ffn_macs;                            // qkv, proj, FFN
+    double total = 0;
+    for (int i = 0; i < depth; i++) {
+        // q k^T and p v: 2 * L^2 * C multiply-adds over the sequence each block attends over
+        const double seq = is_global_block(i) ? views * tokens : tokens;
+        const double attention = 2 * seq * seq * c * (is_global_block(i) ? 1 : static_cast<double>(views));
+        total += views * tokens * linear_per_token + attention;
+    }
+    return 2 * total;
+}
+
 NetConfig config_for_model_name(const std::string& raw_name) {
     const std::string name = lower(raw_name);
     NetConfig c;

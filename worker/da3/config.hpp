@@ -35,6 +35,11 @@ struct NetConfig {
 
     // Hidden width of the transformer FFN (SwiGLU rounds 2/3 of it up to a multiple of 8).
     int ffn_hidden() const;
+    // Floating-point operations (2 per multiply-add) of the backbone's matrix products for `views`
+    // views of h x w: the linear layers and both attention products, per-view or cross-view as
+    // the block alternation says. Element-wise work is left out: this is the figure to hold
+    // against a device's matmul peak.
+    double backbone_matmul_flops(int64_t views, int64_t h, int64_t w) const;
     // Block i attends across all views (DA3 alternates after alt_start: odd blocks are global).
     bool is_global_block(int i) const { return alt_start != -1 && i >= alt_start && i % 2 == 1; }
     bool uses_qk_norm(int i) const { return qknorm_start != -1 && i >= qknorm_start; }

@@ -68,8 +68,8 @@ std::unique_ptr<Network> Network::from_folder(const std::string& dir, const at::
     return std::unique_ptr<Network>(new Network(cfg, *ws, device));
 }
 
-std::unique_ptr<Network> Network::demo(const at::Device& device) {
-    NetConfig cfg = config_for_model_name("da3-small");
+std::unique_ptr<Network> Network::demo(const at::Device& device, const std::string& topology) {
+    NetConfig cfg = config_for_model_name(topology);
     cfg.model_name = "demo";
     auto ws = make_random_weights(kDemoSeed);
     return std::unique_ptr<Network>(new Network(cfg, *ws, device));

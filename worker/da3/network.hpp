@@ -29,7 +29,8 @@ public:
     // (or c10::Error) with a message naming the problem.
     static std::unique_ptr<Network> from_folder(const std::string& dir, const at::Device& device);
     // DA3-Small topology with fixed-seed random weights (no download needed, untrained).
-    static std::unique_ptr<Network> demo(const at::Device& device);
+    // Fixed-seed random weights in the topology of `topology` ("da3-small", "da3-base", ...).
+    static std::unique_ptr<Network> demo(const at::Device& device, const std::string& topology = "da3-small");
 
     const NetConfig& config() const { return cfg_; }
     bool trained() const { return trained_; }

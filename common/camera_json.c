@@ -12,6 +12,8 @@
 
 /* How far from orthonormal a rotation may be: clients send float32 matrices from other tools. */
 #define ROTATION_TOLERANCE 1e-3
+/* Far beyond any real scene in any unit, and small enough that squared distances stay finite. */
+#define MAX_TRANSLATION 1e9
 
 /* Reads a rows x cols array of numbers into out. Returns 0, or -1 with err set. */
 static int read_matrix(const json_t *m, const char *field, const char *shape, int rows, int cols, double *out,
@@ -75,9 +77,16 @@ int camera_from_json(const json_t *extrinsics, const json_t *intrinsics, known_c
         return -1;
     }
     if (check_rotation(out->extrinsics, err, errlen)) return -1;
+    for (int r = 0; r < 3; r++)
+        if (fabs(out->extrinsics[r * 4 + 3]) > MAX_TRANSLATION) {
+            set_error(err, errlen, "'extrinsics' translation %g is beyond %g", out->extrinsics[r * 4 + 3],
+                      MAX_TRANSLATION);
+            return -1;
+        }
     if (read_matrix(intrinsics, "intrinsics", "3x3", 3, 3, out->intrinsics, err, errlen)) return -1;
     const double *k = out->intrinsics;
-    if (!(k[0] > 0) || !(k[4] > 0) || k[3] != 0 || k[6] != 0 || k[7] != 0 || fabs(k[8] - 1.0) > 1e-6) {
+    if (!(k[0] > 0) || !(k[4] > 0) || fabs(k[3]) > 1e-6 || fabs(k[6]) > 1e-6 || fabs(k[7]) > 1e-6 ||
+        fabs(k[8] - 1.0) > 1e-6) {
         set_error(err, errlen, "'intrinsics' must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0");
         return -1;
     }

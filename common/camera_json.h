@@ -7,6 +7,13 @@
 #include <jansson.h>
 #include <stddef.h>
 
+/* Known cameras describe the pixels as stored. A JPEG whose EXIF tag rotates or mirrors it for
+ * display is decoded upright, so its camera would no longer match (DA3 ignores the tag): such an
+ * image is refused with a camera, with this message (printf format, one int: the orientation). */
+#define KNOWN_CAMERA_ORIENTATION_ERROR                                                                   \
+    "the image has EXIF orientation %d (shown rotated or mirrored); known cameras need an image "      \
+    "stored upright: rotate its pixels (and the camera) or drop the orientation tag"
+
 typedef struct {
     double extrinsics[16]; /* 4x4 world-to-camera, row-major (a 3x4 gets [0 0 0 1] appended) */
     double intrinsics[9];  /* 3x3, row-major */

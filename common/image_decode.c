@@ -145,6 +145,10 @@ static int jpeg_orientation(const uint8_t *d, size_t len) {
     return 1;
 }
 
+int image_orientation(const uint8_t *data, size_t len) {
+    return image_sniff(data, len) == IMAGE_FORMAT_JPEG ? jpeg_orientation(data, len) : 1;
+}
+
 /* Re-maps pixels so the image displays upright: output (x, y) takes stored pixel
  * (x0 + x*dxx + y*dxy, y0 + x*dyx + y*dyy). Replaces img->rgb; returns 0 or -1 (ENOMEM). */
 static int apply_orientation(rgb_image *img, int orientation) {

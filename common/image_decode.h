@@ -28,6 +28,10 @@ const char *image_format_ext(image_format fmt);
  * Returns 0, or -1 with a human-readable reason in err (truncated, corrupt, too large...). */
 int image_decode(const uint8_t *data, size_t len, rgb_image *out, char *err, size_t errlen);
 
+/* The EXIF orientation (1-8) image_decode applies: a JPEG's tag, 1 when absent, for PNG or for
+ * anything else. */
+int image_orientation(const uint8_t *data, size_t len);
+
 /* Checks that the bytes are a complete, decodable JPEG/PNG within the size limits without
  * keeping the pixels (cheap: JPEG is decoded at 1/8 scale). Reports the stored (pre-EXIF)
  * dimensions in *w, *h when not NULL. Returns 0, or -1 with a reason in err. */

@@ -139,7 +139,10 @@ static void handle_image_base64(ws_client *c, const char *data, size_t n, const 
         send_error(c->conn, "Failed to process image: Missing 'data' field");
         return;
     }
+    /* null (Python's None for an optional field) means not given. */
     const json_t *ext = json_object_get(msg, "extrinsics"), *intr = json_object_get(msg, "intrinsics");
+    if (json_is_null(ext)) ext = NULL;
+    if (json_is_null(intr)) intr = NULL;
     known_camera cam;
     if (ext || intr) {
         char why[300], text[400];

@@ -40,7 +40,12 @@ static int load_views(const char *const *paths, const char *const *names, int n,
         }
         rgb_image decoded = {0};
         char why[256] = "";
-        int rc = image_decode(data, len, &decoded, why, sizeof why);
+        int rc = 0;
+        if (cams && image_orientation(data, len) != 1) {
+            snprintf(why, sizeof why, KNOWN_CAMERA_ORIENTATION_ERROR, image_orientation(data, len));
+            rc = -1;
+        }
+        if (rc == 0) rc = image_decode(data, len, &decoded, why, sizeof why);
         free(data);
         if (rc == 0 && cams)
             rc = preprocess_intrinsics(cams[i].intrinsics, decoded.width, decoded.height, p->process_res,
@@ -62,16 +67,17 @@ static int load_views(const char *const *paths, const char *const *names, int n,
  * processed batch (n 3x3), as float32. k holds the per-view processed intrinsics and is shifted
  * here by the batch's centre crop (size differences are multiples of 14, so halves are exact). */
 static int network_cameras(const known_camera *cams, int n, double *k, const int *view_w, const int *view_h,
-                           const da3_batch *batch, float *ext_f, float *k_f, char *err, size_t errlen) {
+                           const da3_batch *batch, float *ext_f, float *k_f, double *median, char *err,
+                           size_t errlen) {
     double *norm = malloc((size_t)n * 16 * sizeof *norm), *ext = malloc((size_t)n * 16 * sizeof *ext);
-    if (!norm || !ext) {
+    if (ext)
+        for (int i = 0; i < n; i++) memcpy(ext + 16 * i, cams[i].extrinsics, 16 * sizeof *ext);
+    if (!norm || !ext || pose_normalize_extrinsics(n, ext, norm, median)) {
         free(norm);
         free(ext);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    for (int i = 0; i < n; i++) memcpy(ext + 16 * i, cams[i].extrinsics, 16 * sizeof *ext);
-    pose_normalize_extrinsics(n, ext, norm);
     for (int i = 0; i < n; i++) {
         k[9 * i + 2] -= (view_w[i] - batch->width) / 2;
         k[9 * i + 5] -= (view_h[i] - batch->height) / 2;
@@ -85,9 +91,10 @@ static int network_cameras(const known_camera *cams, int n, double *k, const int
 
 /* DA3's _align_to_input_extrinsics_intrinsics (align_to_input_ext_scale=True): the client's own
  * cameras are the answer; depth is rescaled into its units by the Sim(3) scale between its
- * camera centres and the predicted ones. */
-static int return_to_client_frame(const known_camera *cams, const double *k, da3_prediction *pred,
-                                  double *scale_out, char *err, size_t errlen) {
+ * camera centres and the predicted ones. When that cannot be fitted (DA3 would raise), the
+ * normalisation's own factor is used: the network saw translations divided by `median`. */
+static int return_to_client_frame(const known_camera *cams, const double *k, double median, da3_prediction *pred,
+                                  pipeline_result *out, char *err, size_t errlen) {
     const int n = pred->n;
     double *ext_in = malloc((size_t)n * 16 * sizeof *ext_in), *ext_pred = malloc((size_t)n * 12 * sizeof *ext_pred);
     if (!ext_in || !ext_pred) {
@@ -100,7 +107,7 @@ static int return_to_client_frame(const known_camera *cams, const double *k, da3
         memcpy(ext_in + 16 * i, cams[i].extrinsics, 16 * sizeof *ext_in);
         for (int j = 0; j < 12; j++) ext_pred[12 * i + j] = pred->extrinsics[12 * i + j];
     }
-    const double s = pose_alignment_scale(n, ext_in, ext_pred);
+    const double s = pose_alignment_scale(n, ext_in, ext_pred, n >= 2 ? 1.0 / median : 1.0, &out->pose_scale_fitted);
     free(ext_in);
     free(ext_pred);
     const size_t pixels = (size_t)n * pred->height * pred->width;
@@ -109,7 +116,7 @@ static int return_to_client_frame(const known_camera *cams, const double *k, da3
         for (int j = 0; j < 12; j++) pred->extrinsics[12 * i + j] = (float)cams[i].extrinsics[j];
         for (int j = 0; j < 9; j++) pred->intrinsics[9 * i + j] = (float)k[9 * i + j];
     }
-    *scale_out = s;
+    out->pose_scale = s;
     return 0;
 }
 
@@ -146,7 +153,8 @@ int pipeline_run_files(da3_model *m, const char *const *paths, const char *const
         image_free(&views[i]);
     }
     free(views);
-    if (rc == 0 && cams) rc = network_cameras(cams, n, k, view_w, view_h, &batch, ext_f, k_f, err, errlen);
+    double median = 1.0;
+    if (rc == 0 && cams) rc = network_cameras(cams, n, k, view_w, view_h, &batch, ext_f, k_f, &median, err, errlen);
     out->decode_ms = (now_mono() - t0) * 1e3;
     if (rc) goto done;
 
@@ -160,7 +168,7 @@ int pipeline_run_files(da3_model *m, const char *const *paths, const char *const
     out->model_ms = (now_mono() - t1) * 1e3;
     if (rc) goto done;
     if (cams) {
-        rc = return_to_client_frame(cams, k, &out->pred, &out->pose_scale, err, errlen);
+        rc = return_to_client_frame(cams, k, median, &out->pred, out, err, errlen);
         if (rc) goto done;
         out->known_cameras = 1;
     }
@@ -217,7 +225,10 @@ char *pipeline_metadata_json(const pipeline_result *r, const char *model_name, i
     }
     json_object_set_new(meta, "hf_alignment", align);
     json_object_set_new(meta, "known_cameras", json_boolean(r->known_cameras));
-    if (r->known_cameras) json_object_set_new(meta, "pose_scale", json_real(r->pose_scale));
+    if (r->known_cameras) {
+        json_object_set_new(meta, "pose_scale", json_real(r->pose_scale));
+        json_object_set_new(meta, "pose_scale_fitted", json_boolean(r->pose_scale_fitted));
+    }
     json_t *model = json_object();
     json_object_set_new(model, "name", json_string(model_name ? model_name : "unknown"));
     json_object_set_new(model, "trained", json_boolean(model_trained));

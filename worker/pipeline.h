@@ -24,6 +24,7 @@ typedef struct {
     point_cloud cloud;
     int known_cameras;  /* 1 when the client's cameras conditioned the network and were returned */
     double pose_scale;  /* known cameras: network units per client unit (depth was divided by it) */
+    int pose_scale_fitted; /* 1: fitted to the predicted cameras; 0: the normalisation's factor */
     double decode_ms, model_ms, fusion_ms; /* wall time per stage */
 } pipeline_result;
 

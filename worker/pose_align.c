@@ -26,25 +26,10 @@ static double mat3_det(const double m[9]) {
     return m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) + m[2] * (m[3] * m[7] - m[4] * m[6]);
 }
 
-/* Inverse by cofactors; a singular matrix gives the identity (callers validated rotations). */
-static void mat3_inverse(const double m[9], double out[9]) {
-    double det = mat3_det(m);
-    if (fabs(det) < 1e-300) {
-        static const double id[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
-        memcpy(out, id, sizeof id);
-        return;
-    }
-    double r[9] = {m[4] * m[8] - m[5] * m[7], m[2] * m[7] - m[1] * m[8], m[1] * m[5] - m[2] * m[4],
-                   m[5] * m[6] - m[3] * m[8], m[0] * m[8] - m[2] * m[6], m[2] * m[3] - m[0] * m[5],
-                   m[3] * m[7] - m[4] * m[6], m[1] * m[6] - m[0] * m[7], m[0] * m[4] - m[1] * m[3]};
-    for (int i = 0; i < 9; i++) out[i] = r[i] / det;
-}
-
 void pose_affine_inverse(const double m[16], double out[16]) {
-    double r[9], ri[9];
+    double ri[9]; /* R^T: what DA3 uses, and exact for the rotations camera_json accepts */
     for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 3; j++) r[i * 3 + j] = m[i * 4 + j];
-    mat3_inverse(r, ri);
+        for (int j = 0; j < 3; j++) ri[i * 3 + j] = m[j * 4 + i];
     double res[16] = {0};
     for (int i = 0; i < 3; i++) {
         for (int j = 0; j < 3; j++) res[i * 4 + j] = ri[i * 3 + j];
@@ -76,26 +61,26 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-void pose_normalize_extrinsics(int n, const double *ext, double *out) {
-    if (n <= 0) return;
+int pose_normalize_extrinsics(int n, const double *ext, double *out, double *median_out) {
+    if (n <= 0) return 0;
+    double *dist = malloc((size_t)n * sizeof *dist);
+    if (!dist) return -1;
     double to_view0[16];
     pose_affine_inverse(ext, to_view0);
-    double *dist = malloc((size_t)n * sizeof *dist);
     for (int i = 0; i < n; i++) {
         mat4_mul(ext + 16 * i, to_view0, out + 16 * i);
         double c[3];
         pose_camera_centre(out + 16 * i, c);
-        if (dist) dist[i] = sqrt(c[0] * c[0] + c[1] * c[1] + c[2] * c[2]);
+        dist[i] = sqrt(c[0] * c[0] + c[1] * c[1] + c[2] * c[2]);
     }
-    double median = 1.0;
-    if (dist) {
-        qsort(dist, (size_t)n, sizeof *dist, cmp_double);
-        median = dist[(n - 1) / 2]; /* torch.median: the lower of the two middle values */
-        free(dist);
-    }
+    qsort(dist, (size_t)n, sizeof *dist, cmp_double);
+    double median = dist[(n - 1) / 2]; /* torch.median: the lower of the two middle values */
+    free(dist);
     if (median < MIN_MEDIAN_DISTANCE) median = MIN_MEDIAN_DISTANCE;
     for (int i = 0; i < n; i++)
         for (int r = 0; r < 3; r++) out[16 * i + r * 4 + 3] /= median;
+    if (median_out) *median_out = median;
+    return 0;
 }
 
 /* SVD of a 3x3 matrix by one-sided Jacobi: a = u diag(d) v^T, d sorted descending. Columns of
@@ -213,7 +198,7 @@ int pose_umeyama(int n, const double *src, const double *dst, double r[9], doubl
     *s = (d[0] + d[1] + flip * d[2]) / var_x;
     for (int k = 0; k < 3; k++)
         t[k] = my[k] - *s * (r[k * 3] * mx[0] + r[k * 3 + 1] * mx[1] + r[k * 3 + 2] * mx[2]);
-    return 0;
+    return d[1] <= 1e-12 * d[0] ? 1 : 0; /* evo's rank test: fewer than 2 non-zero singular values */
 }
 
 static void apply_sim3(const double r[9], const double t[3], double s, const double p[3], double out[3]) {
@@ -237,7 +222,7 @@ static uint64_t next_random(uint64_t *state) {
  * nearest-neighbour distance after a first fit on all views, refit on the best inlier set. */
 static double ransac_scale(int n, const double *src, const double *dst) {
     double r[9], t[3], s;
-    if (pose_umeyama(n, src, dst, r, t, &s)) return 1.0;
+    if (pose_umeyama(n, src, dst, r, t, &s) < 0) return NAN;
     double *nn = malloc((size_t)n * sizeof *nn);
     double *sub_src = malloc((size_t)n * 3 * sizeof *sub_src);
     double *sub_dst = malloc((size_t)n * 3 * sizeof *sub_dst);
@@ -270,7 +255,7 @@ static double ransac_scale(int n, const double *src, const double *dst) {
             memcpy(sub_dst + 3 * i, dst + 3 * idx[i], 3 * sizeof *dst);
         }
         double rr[9], tt[3], ss;
-        if (pose_umeyama(sub_n, sub_src, sub_dst, rr, tt, &ss)) continue;
+        if (pose_umeyama(sub_n, sub_src, sub_dst, rr, tt, &ss) != 0) continue; /* DA3 skips what evo refuses */
         int k = 0;
         double sum = 0;
         for (int i = 0; i < n; i++) {
@@ -302,7 +287,7 @@ static double ransac_scale(int n, const double *src, const double *dst) {
                 m++;
             }
         double rr[9], tt[3], ss;
-        if (pose_umeyama(m, sub_src, sub_dst, rr, tt, &ss) == 0) s = ss;
+        if (pose_umeyama(m, sub_src, sub_dst, rr, tt, &ss) >= 0) s = ss;
     }
 done:
     free(nn);
@@ -314,9 +299,9 @@ done:
     return s;
 }
 
-double pose_alignment_scale(int n, const double *ext_in, const double *ext_pred) {
+double pose_alignment_scale(int n, const double *ext_in, const double *ext_pred, double fallback, int *fitted) {
     double *src = malloc((size_t)n * 3 * sizeof *src), *dst = malloc((size_t)n * 3 * sizeof *dst);
-    double s = 1.0;
+    double s = NAN;
     if (n > 0 && src && dst) {
         for (int i = 0; i < n; i++) {
             double pred[16] = {0};
@@ -329,11 +314,13 @@ double pose_alignment_scale(int n, const double *ext_in, const double *ext_pred)
             s = ransac_scale(n, src, dst);
         } else {
             double r[9], t[3];
-            if (pose_umeyama(n, src, dst, r, t, &s)) s = 1.0;
+            if (pose_umeyama(n, src, dst, r, t, &s) < 0) s = NAN;
         }
     }
     free(src);
     free(dst);
-    /* A prediction whose cameras do not move at all gives s = 0: keep the network's scale. */
-    return isfinite(s) && s > 1e-12 ? s : 1.0;
+    /* A prediction whose cameras do not move at all gives s = 0. */
+    const int ok = isfinite(s) && s > 1e-12;
+    if (fitted) *fitted = ok;
+    return ok ? s : fallback;
 }

@@ -195,6 +195,12 @@ async def known_cameras():
     check(a.get("type") == "ack" and a.get("image_count") == 1 and a.get("camera") is True, f"camera ack: {a}")
     e = await send(1)
     check(e["type"] == "error" and "send them with this image too" in e["message"], f"mix refused: {e}")
+    e = await send(1, extrinsics=None, intrinsics=None)  # null is "not given"
+    check(e["type"] == "error" and "send them with this image too" in e["message"], f"null camera: {e}")
+    rotated = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "images", "orient_6.jpg"), "rb").read()
+    await ws.send(json.dumps({"type": "image", "data": base64.b64encode(rotated).decode(), "extrinsics": camera(1), "intrinsics": k}))
+    e = await recv_json(ws)
+    check(e["type"] == "error" and "EXIF orientation 6" in e["message"], f"rotated JPEG with a camera: {e}")
     e = await send_image(ws, make_image(140, 105, 30), binary=True)
     check(e["type"] == "error" and "known cameras" in e["message"], f"binary frame in a camera session: {e}")
     skew = [row[:] for row in camera(1)]

@@ -26,6 +26,8 @@ static void test_parse(void) {
     CHECK(cam.extrinsics[1] == -1 && cam.extrinsics[7] == 2 && cam.extrinsics[15] == 1 && cam.extrinsics[12] == 0);
     CHECK(cam.intrinsics[2] == 320 && cam.intrinsics[8] == 1);
     CHECK(parse("[[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]", K_OK, &cam, err) == 0);
+    /* float32 noise from other tools is fine: 1e-7 where zeros and ones belong */
+    CHECK(parse(E34, "[[500,0,320],[1e-7,500,240],[0,0,1.0000001]]", &cam, err) == 0);
 
     struct { const char *ext, *intr, *why; } bad[] = {
         {E34, NULL, "both"},
@@ -39,6 +41,8 @@ static void test_parse(void) {
         {E34, "[[-5,0,320],[0,500,240],[0,0,1]]", "fx, fy > 0"},
         {E34, "[[500,0,320],[0,500,240],[0,1,1]]", "fx, fy > 0"},
         {E34, "{\"fx\":500}", "'intrinsics' must be a 3x3"},
+        {"[[1,0,0,1e12],[0,1,0,0],[0,0,1,0]]", K_OK, "translation"},
+        {E34, "[[500,0,320],[0.001,500,240],[0,0,1]]", "fx, fy > 0"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = 0;

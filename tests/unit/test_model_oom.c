@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "tests/unit/check.h"
 #include "worker/model.h"
@@ -18,7 +19,7 @@
 #endif
 
 #ifndef UNDER_ASAN
-/* Virtual memory in use now, in bytes (from /proc/self/statm). */
+/* Virtual memory in use now, in bytes (from /proc/self/statm, which counts pages). */
 static long long vm_bytes(void) {
     long long pages = 0;
     FILE *f = fopen("/proc/self/statm", "r");
@@ -26,7 +27,7 @@ static long long vm_bytes(void) {
         if (fscanf(f, "%lld", &pages) != 1) pages = 0;
         fclose(f);
     }
-    return pages * 4096;
+    return pages * sysconf(_SC_PAGESIZE);
 }
 
 /* Runs `views` views of h x w from x (zeros, big enough). */
@@ -69,6 +70,7 @@ int main(void) {
     getrlimit(RLIMIT_AS, &old);
     lim = old;
     lim.rlim_cur = (rlim_t)(vm_bytes() + (160ll << 20));
+    if (old.rlim_max != RLIM_INFINITY && lim.rlim_cur > old.rlim_max) lim.rlim_cur = old.rlim_max;
     CHECK(setrlimit(RLIMIT_AS, &lim) == 0);
     err[0] = 0;
     CHECK(forward(m, x, BIG_VIEWS, BIG_H, BIG_W, err, sizeof err) == -1);

@@ -53,7 +53,9 @@ static void test_normalize(void) {
     extrinsic(r0, c0, ext);
     extrinsic(r1, c1, ext + 16);
     extrinsic(r2, c2, ext + 32);
-    pose_normalize_extrinsics(3, ext, out);
+    double median = 0;
+    CHECK(pose_normalize_extrinsics(3, ext, out, &median) == 0);
+    CHECK_NEAR(median, 2.0, 1e-12);
     for (int i = 0; i < 16; i++) CHECK_NEAR(out[i], (i % 5 == 0) ? 1.0 : 0.0, 1e-12);
     /* Distances from view 0: 0, 4, 2 -> sorted 0, 2, 4 -> median 2. */
     double c[3];
@@ -73,12 +75,14 @@ static void test_normalize(void) {
     double ext4[64], out4[64], id[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
     const double cs[4][3] = {{0, 0, 0}, {1, 0, 0}, {0, 3, 0}, {0, 0, 9}};
     for (int v = 0; v < 4; v++) extrinsic(id, cs[v], ext4 + 16 * v);
-    pose_normalize_extrinsics(4, ext4, out4);
+    CHECK(pose_normalize_extrinsics(4, ext4, out4, &median) == 0);
+    CHECK_NEAR(median, 1.0, 1e-12);
     CHECK_NEAR(out4[48 + 11], -9.0, 1e-12);
     /* Cameras that barely move: the median is clamped to 0.1. */
     const double tiny[2][3] = {{0, 0, 0}, {0.01, 0, 0}};
     for (int v = 0; v < 2; v++) extrinsic(id, tiny[v], ext4 + 16 * v);
-    pose_normalize_extrinsics(2, ext4, out4);
+    CHECK(pose_normalize_extrinsics(2, ext4, out4, &median) == 0);
+    CHECK_NEAR(median, 0.1, 1e-12);
     CHECK_NEAR(out4[16 + 3], -0.1, 1e-12);
 }
 
@@ -105,9 +109,9 @@ static void test_umeyama(void) {
                  re[2] * (re[3] * re[7] - re[4] * re[6]);
     CHECK_NEAR(det, 1.0, 1e-9);
 
-    /* Two points: a line, still a well-defined scale. One point: no scale at all. */
+    /* Two points: a line (reported as such), still a well-defined scale. One point: none. */
     double a[6] = {0, 0, 0, 1, 2, 2}, b[6] = {5, 5, 5, 5, 11, 5};
-    CHECK(pose_umeyama(2, a, b, re, te, &se) == 0);
+    CHECK(pose_umeyama(2, a, b, re, te, &se) == 1);
     CHECK_NEAR(se, 2.0, 1e-10);
     CHECK(pose_umeyama(1, a, b, re, te, &se) == -1);
     CHECK_NEAR(se, 1.0, 0);
@@ -136,16 +140,44 @@ static void test_alignment_scale(void) {
         extrinsic(rp, pc, e);
         memcpy(ext_pred + 12 * i, e, 12 * sizeof *e);
     }
+    int fitted = -1;
     /* 12 views: the RANSAC path. */
-    CHECK_NEAR(pose_alignment_scale(N, ext_in, ext_pred), s_true, 1e-9);
-    /* 5 views: a plain fit. */
-    CHECK_NEAR(pose_alignment_scale(5, ext_in, ext_pred), s_true, 1e-9);
+    CHECK_NEAR(pose_alignment_scale(N, ext_in, ext_pred, 7.0, &fitted), s_true, 1e-9);
+    CHECK(fitted == 1);
+    /* 5 views: a plain fit; 2 views: a line, still the right scale. */
+    CHECK_NEAR(pose_alignment_scale(5, ext_in, ext_pred, 7.0, NULL), s_true, 1e-9);
+    CHECK_NEAR(pose_alignment_scale(2, ext_in, ext_pred, 7.0, NULL), s_true, 1e-9);
     /* Two predictions thrown far off: RANSAC keeps the scale of the ten good views. */
-    ext_pred[12 * 3 + 3] += 40;
-    ext_pred[12 * 7 + 11] -= 25;
-    CHECK_NEAR(pose_alignment_scale(N, ext_in, ext_pred), s_true, 1e-6);
-    /* One view: nothing to fit, the network's own scale stays. */
-    CHECK_NEAR(pose_alignment_scale(1, ext_in, ext_pred), 1.0, 0);
+    double off[N * 12];
+    memcpy(off, ext_pred, sizeof off);
+    off[12 * 3 + 3] += 40;
+    off[12 * 7 + 11] -= 25;
+    CHECK_NEAR(pose_alignment_scale(N, ext_in, off, 7.0, NULL), s_true, 1e-6);
+    /* One view: nothing to fit, the fallback is returned and said to be one. */
+    CHECK_NEAR(pose_alignment_scale(1, ext_in, ext_pred, 7.0, &fitted), 7.0, 0);
+    CHECK(fitted == 0);
+    /* Predicted cameras that all sit at one point: no scale can be fitted either. */
+    double still[N * 12];
+    for (int i = 0; i < N; i++) {
+        double id3[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1}, e[16];
+        extrinsic(id3, (double[3]){1, 2, 3}, e);
+        memcpy(still + 12 * i, e, 12 * sizeof *e);
+    }
+    CHECK_NEAR(pose_alignment_scale(5, ext_in, still, 7.0, &fitted), 7.0, 0);
+    CHECK(fitted == 0);
+    CHECK_NEAR(pose_alignment_scale(N, ext_in, still, 7.0, &fitted), 7.0, 0);
+    CHECK(fitted == 0);
+    /* Client cameras all on one line (12 views, RANSAC): every sample is a line, evo would refuse
+     * them all; the scale of the whole set still comes through. */
+    double line_in[N * 16], line_pred[N * 12];
+    for (int i = 0; i < N; i++) {
+        double id3[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1}, e[16], c[3] = {0.5 * i, 0, 0}, pc[3] = {0, 0.25 * 0.5 * i, 1};
+        extrinsic(id3, c, line_in + 16 * i);
+        extrinsic(id3, pc, e);
+        memcpy(line_pred + 12 * i, e, 12 * sizeof *e);
+    }
+    CHECK_NEAR(pose_alignment_scale(N, line_in, line_pred, 7.0, &fitted), 0.25, 1e-9);
+    CHECK(fitted == 1);
 }
 
 int main(void) {

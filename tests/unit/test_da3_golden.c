@@ -402,6 +402,25 @@ static void test_demo_and_other_shapes(void) {
     da3_model_close(m);
 }
 
+/* The fused attention softmax against ATen's, over row lengths around the 16-lane width and the
+ * token counts DA3 sees (973 = one 504x378 view, 3892 = four). float32: within a few float
+ * roundings (1e-6; the sums add in another order); bfloat16: within one bfloat16 step (2^-8) of
+ * values in [0, 1]. */
+static void test_softmax(void) {
+    static const int lens[] = {1, 7, 16, 17, 31, 973, 3892};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++)
+        for (int bf16 = 0; bf16 <= 1; bf16++) {
+            double diff = -1;
+            int fused = da3_softmax_check(9, lens[i], bf16, 7 + (unsigned)i, &diff);
+            CHECK(fused >= 0);
+            const double tol = bf16 ? 1.0 / 256 : 1e-6;
+            CHECK_MSG(diff >= 0 && diff <= tol, "softmax len %d %s: max diff %g (fused %d)", lens[i],
+                      bf16 ? "bf16" : "fp32", diff, fused);
+            if (i == 5) printf("  softmax len %d %s: %s, max diff vs ATen %.3g\n", lens[i], bf16 ? "bf16" : "fp32",
+                               fused ? "fused AVX-512" : "ATen (no AVX-512F)", diff);
+        }
+}
+
 /* With arguments: checks those fixture folders only (e.g. ones made with da3_golden.py at other
  * sizes). Without: the committed fixtures plus every other test. */
 int main(int argc, char **argv) {
@@ -417,6 +436,7 @@ int main(int argc, char **argv) {
         test_fixture(dir, fixtures[i]);
     }
     test_bf16_backbone();
+    test_softmax();
     test_safetensors_round_trip();
     test_loader_errors();
     test_demo_and_other_shapes();

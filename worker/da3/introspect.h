@@ -28,6 +28,11 @@ int da3_model_forward_debug(da3_model *m, const float *input, int n, int height,
 /* Frees the arrays and zeroes the struct; safe on a zeroed struct. */
 void da3_backbone_features_free(da3_backbone_features *f);
 
+/* Runs the attention softmax (worker/da3/softmax.cpp) and ATen's on the same random rows x len
+ * scores (float32, or bfloat16 when bf16), puts the largest absolute difference in *max_diff.
+ * Returns 1 when the fused AVX-512 kernel ran, 0 when this CPU fell back to ATen, -1 on error. */
+int da3_softmax_check(int rows, int len, int bf16, unsigned seed, double *max_diff);
+
 #ifdef __cplusplus
 }
 #endif

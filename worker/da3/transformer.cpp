@@ -3,6 +3,8 @@
 
 #include <torch/version.h>
 
+#include "worker/da3/softmax.hpp"
+
 #include <algorithm>
 #include <cmath>
 
@@ -50,9 +52,9 @@ void attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
             at::Tensor s = scores.narrow(0, 0, n * len).view({n, len});
             at::Tensor p = probs.narrow(0, 0, n * len).view({n, len});
             at::addmm_out(s, s, qh, kh.t(), /*beta=*/0, /*alpha=*/scale);  // beta 0: s is not read
-            // bf16 too: ATen's CPU softmax accumulates in float32 and rounds only its output, as
-            // fused GPU attention does before the P V product.
-            at::_softmax_out(p, s, -1, false);
+            // bf16 goes to ATen's CPU softmax, which accumulates in float32 and rounds only its
+            // output, as fused GPU attention does before the P V product.
+            softmax_rows(p, s);
             at::Tensor dst = out[g].select(1, h).narrow(0, r0, n);  // strided rows: BLAS writes in place
             at::mm_out(dst, p, vh);
         }

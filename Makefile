@@ -25,9 +25,12 @@ TORCH_INC := /usr/include
 TORCH_LIBS := -ltorch -ltorch_cpu -lc10
 else
 TORCH_INC := $(TORCH_DIR)/include
+# --no-as-needed: the CUDA libraries register their kernels when loaded, though nothing names them.
+# --allow-shlib-undefined: a wheel's libtorch_cuda finds its NVIDIA libraries at run time through
+# its own $ORIGIN paths; the link must not insist on resolving them first.
 TORCH_LIBS := -L$(TORCH_DIR)/lib -Wl,-rpath,$(TORCH_DIR)/lib -Wl,--no-as-needed \
               $(patsubst $(TORCH_DIR)/lib/lib%.so,-l%,$(wildcard $(TORCH_DIR)/lib/libtorch_cuda.so $(TORCH_DIR)/lib/libc10_cuda.so)) \
-              -ltorch -ltorch_cpu -lc10 -Wl,--as-needed
+              -ltorch -ltorch_cpu -lc10 -Wl,--as-needed -Wl,--allow-shlib-undefined
 endif
 # /usr/include is already a system directory: naming it again with -isystem breaks
 # #include_next in libstdc++, so Debian's build only adds the C++ API folder.

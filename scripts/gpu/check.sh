@@ -18,7 +18,8 @@ exec > >(tee "$OUT/check.log") 2>&1
 
 echo "== machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cxx11 abi", torch._C._GLIBCXX_USE_CXX11_ABI)'
+g++ --version | head -n 1
 
 deps=/tmp/da3-cdeps
 mkdir -p "$deps"
@@ -30,7 +31,8 @@ echo "== build (TORCH_DIR=$TORCH_DIR)"
 # Warnings from a newer libtorch's API are reported, not fatal, on this first build.
 if ! make -j"$(nproc)" BUILD=$B TORCH_DIR="$TORCH_DIR" WARN="-Wall -Wextra" \
     $B/da3-infer $B/tests/test_da3_golden $B/tools/make_jpeg >"$OUT/build.log" 2>&1; then
-  tail -n 60 "$OUT/build.log"
+  grep -n "error" "$OUT/build.log" | head -n 40   # with -j the first error is not always last
+  tail -n 30 "$OUT/build.log"
   echo "BUILD FAILED"
   exit 1
 fi

@@ -56,6 +56,9 @@ Network::Network(const NetConfig& cfg, WeightSource& ws, const at::Device& devic
         ws.ignore_prefix("model.gs_adapter.");
     }
     ws.finish();
+    // DA3_CUDA_FP32=1 is for comparing with the CPU reference: cuDNN's default TF32 convolutions
+    // (10-bit mantissas) in the head would blur that comparison, so they are turned off too.
+    if (device.is_cuda() && env_flag("DA3_CUDA_FP32")) at::globalContext().setAllowTF32CuDNN(false);
     backbone_.to(device, backbone_matmul_dtype(device));
     head_.to(device);
     cam_dec_.to(device);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/image_decode.h"
 #include "common/util.h"
 
 /* How far from orthonormal a rotation may be: clients send float32 matrices from other tools. */
@@ -91,6 +92,16 @@ int camera_from_json(const json_t *extrinsics, const json_t *intrinsics, known_c
         return -1;
     }
     return 0;
+}
+
+int camera_check_image(const uint8_t *data, size_t len, char *err, size_t errlen) {
+    const int orientation = image_orientation(data, len);
+    if (orientation == 1) return 0;
+    set_error(err, errlen,
+              "the image has EXIF orientation %d (shown rotated or mirrored); known cameras need an image "
+              "stored upright: rotate its pixels (and the camera) or drop the orientation tag",
+              orientation);
+    return -1;
 }
 
 static json_t *matrix_json(const double *m, int rows, int cols) {

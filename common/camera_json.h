@@ -6,13 +6,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
-
-/* Known cameras describe the pixels as stored. A JPEG whose EXIF tag rotates or mirrors it for
- * display is decoded upright, so its camera would no longer match (DA3 ignores the tag): such an
- * image is refused with a camera, with this message (printf format, one int: the orientation). */
-#define KNOWN_CAMERA_ORIENTATION_ERROR                                                                   \
-    "the image has EXIF orientation %d (shown rotated or mirrored); known cameras need an image "      \
-    "stored upright: rotate its pixels (and the camera) or drop the orientation tag"
+#include <stdint.h>
 
 typedef struct {
     double extrinsics[16]; /* 4x4 world-to-camera, row-major (a 3x4 gets [0 0 0 1] appended) */
@@ -24,6 +18,11 @@ typedef struct {
  * > 0. Returns 0, or -1 with a message naming the field in err. */
 int camera_from_json(const json_t *extrinsics, const json_t *intrinsics, known_camera *out, char *err,
                      size_t errlen);
+
+/* Known cameras describe the pixels as stored. A JPEG whose EXIF tag rotates or mirrors it for
+ * display is decoded upright, so its camera would no longer match (DA3 ignores the tag): such an
+ * image cannot take a camera. Returns 0 when the image can, -1 with the reason in err. */
+int camera_check_image(const uint8_t *data, size_t len, char *err, size_t errlen);
 
 /* The camera as {"extrinsics": 4x4, "intrinsics": 3x3} (new reference). */
 json_t *camera_to_json(const known_camera *cam);

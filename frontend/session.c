@@ -290,10 +290,7 @@ int session_add_image(session *s, const uint8_t *data, size_t len, const char *d
         snprintf(err, errlen, "Invalid image data: %s", why);
         return -1;
     }
-    if (cam && image_orientation(data, len) != 1) {
-        snprintf(err, errlen, KNOWN_CAMERA_ORIENTATION_ERROR, image_orientation(data, len));
-        return -1;
-    }
+    if (cam && camera_check_image(data, len, err, errlen)) return -1;
     if (s->image_count == s->image_cap) {
         int cap = s->image_cap ? s->image_cap * 2 : 16;
         session_image *grown = realloc(s->images, (size_t)cap * sizeof *grown);

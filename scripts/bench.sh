@@ -31,21 +31,26 @@ if [[ "${BENCH_SEED:-0}" == 1 ]]; then
   echo "== both servers use the seed's DA3-Small random weights ($model)"
 fi
 
-echo "== model forward, demo (DA3-Small topology), 504x378 per view"
-for prec in fp32 bf16; do
-  echo "-- precision $prec"
-  "$BUILD/da3-infer" --model demo --precision "$prec" --bench-views "$VIEWS" --bench-hw 378x504 --repeats "$REPEATS"
-done
-
+# The forward pass is timed once per precision: on the demo weights, or, with DA3_REF, on the
+# weights the reference network is timed with (same topology), followed by the ratios.
+fwd_model=demo
 if [[ -n "${DA3_REF:-}" ]]; then
-  echo "== DA3 reference (PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), CPU fp32) vs da3-infer, same weights, 504x378"
+  echo "== DA3 reference (PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), CPU fp32), 504x378"
   /usr/bin/python3 tests/bench/reference_forward.py --ref "$DA3_REF" --weights "$tmp/refw" \
     --views "$VIEWS" --repeats "$REPEATS" 2>/dev/null | grep '^reference' | tee "$tmp/ref.txt"
+  fwd_model="$tmp/refw"
+fi
+echo "== model forward, DA3-Small topology ($fwd_model), 504x378 per view"
+for prec in fp32 bf16; do
+  echo "-- precision $prec"
+  "$BUILD/da3-infer" --model "$fwd_model" --precision "$prec" --bench-views "$VIEWS" --bench-hw 378x504 \
+    --repeats "$REPEATS" 2>/dev/null | grep '^bench' | tee "$tmp/ours-$prec.txt"
+done
+if [[ -n "${DA3_REF:-}" ]]; then
+  echo "== speed-up over the reference (reference median / da3-infer median, same weights and size)"
   for prec in fp32 bf16; do
-    "$BUILD/da3-infer" --model "$tmp/refw" --precision "$prec" --bench-views "$VIEWS" --bench-hw 378x504 \
-      --repeats "$REPEATS" 2>/dev/null | grep '^bench views' >"$tmp/ours.txt"
-    # Lines pair up by view count; the ratio is reference median / da3-infer median.
-    paste -d' ' "$tmp/ref.txt" "$tmp/ours.txt" | awk -v prec="$prec" '{
+    # Lines pair up by view count.
+    paste -d' ' "$tmp/ref.txt" <(grep '^bench views' "$tmp/ours-$prec.txt") | awk -v prec="$prec" '{
       for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "views") v = kv[2];
         if (kv[1] == "median_ms") { if (r == "") r = kv[2]; else o = kv[2] } }
       printf "views=%s reference_ms=%s da3_infer_%s_ms=%s speedup=%.2fx\n", v, r, prec, o, r / o; r = "" }'

@@ -40,11 +40,7 @@ static int load_views(const char *const *paths, const char *const *names, int n,
         }
         rgb_image decoded = {0};
         char why[256] = "";
-        int rc = 0;
-        if (cams && image_orientation(data, len) != 1) {
-            snprintf(why, sizeof why, KNOWN_CAMERA_ORIENTATION_ERROR, image_orientation(data, len));
-            rc = -1;
-        }
+        int rc = cams ? camera_check_image(data, len, why, sizeof why) : 0;
         if (rc == 0) rc = image_decode(data, len, &decoded, why, sizeof why);
         free(data);
         if (rc == 0 && cams)
@@ -63,60 +59,83 @@ static int load_views(const char *const *paths, const char *const *names, int n,
     return 0;
 }
 
-/* Known cameras in the network's terms: extrinsics normalised to view 0 (n 4x4), intrinsics of the
- * processed batch (n 3x3), as float32. k holds the per-view processed intrinsics and is shifted
- * here by the batch's centre crop (size differences are multiples of 14, so halves are exact). */
-static int network_cameras(const known_camera *cams, int n, double *k, const int *view_w, const int *view_h,
-                           const da3_batch *batch, float *ext_f, float *k_f, double *median, char *err,
-                           size_t errlen) {
-    double *norm = malloc((size_t)n * 16 * sizeof *norm), *ext = malloc((size_t)n * 16 * sizeof *ext);
-    if (ext)
-        for (int i = 0; i < n; i++) memcpy(ext + 16 * i, cams[i].extrinsics, 16 * sizeof *ext);
-    if (!norm || !ext || pose_normalize_extrinsics(n, ext, norm, median)) {
+/* Known cameras on their way through the pipeline (all arrays n entries). */
+typedef struct {
+    double *ext;     /* client extrinsics, 4x4 each, contiguous as pose_align takes them */
+    double *k;       /* client intrinsics carried through each view's preprocessing, 3x3 */
+    float *net_ext;  /* what the network is given: normalised extrinsics, 4x4 */
+    float *net_k;    /* ... and the batch's intrinsics, 3x3 */
+    double median;   /* the normalisation's divisor (client units per network unit) */
+} camera_work;
+
+static void camera_work_free(camera_work *cw) {
+    free(cw->ext);
+    free(cw->k);
+    free(cw->net_ext);
+    free(cw->net_k);
+    memset(cw, 0, sizeof *cw);
+}
+
+/* Allocates cw for n views (cams NULL: nothing to do). Returns 0 or -1 when out of memory. */
+static int camera_work_init(camera_work *cw, const known_camera *cams, int n) {
+    memset(cw, 0, sizeof *cw);
+    if (!cams) return 0;
+    cw->ext = malloc((size_t)n * 16 * sizeof *cw->ext);
+    cw->k = calloc((size_t)n, 9 * sizeof *cw->k);
+    cw->net_ext = malloc((size_t)n * 16 * sizeof *cw->net_ext);
+    cw->net_k = malloc((size_t)n * 9 * sizeof *cw->net_k);
+    if (!cw->ext || !cw->k || !cw->net_ext || !cw->net_k) {
+        camera_work_free(cw);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) memcpy(cw->ext + 16 * i, cams[i].extrinsics, sizeof cams[i].extrinsics);
+    return 0;
+}
+
+/* The network's view of the cameras: extrinsics normalised to view 0, intrinsics shifted by the
+ * batch's centre crop (size differences are multiples of 14, so halves are exact). */
+static int network_cameras(camera_work *cw, int n, const int *view_w, const int *view_h, const da3_batch *batch,
+                           char *err, size_t errlen) {
+    double *norm = malloc((size_t)n * 16 * sizeof *norm);
+    if (!norm || pose_normalize_extrinsics(n, cw->ext, norm, &cw->median)) {
         free(norm);
-        free(ext);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     for (int i = 0; i < n; i++) {
-        k[9 * i + 2] -= (view_w[i] - batch->width) / 2;
-        k[9 * i + 5] -= (view_h[i] - batch->height) / 2;
-        for (int j = 0; j < 16; j++) ext_f[16 * i + j] = (float)norm[16 * i + j];
-        for (int j = 0; j < 9; j++) k_f[9 * i + j] = (float)k[9 * i + j];
+        cw->k[9 * i + 2] -= (view_w[i] - batch->width) / 2;
+        cw->k[9 * i + 5] -= (view_h[i] - batch->height) / 2;
+        for (int j = 0; j < 16; j++) cw->net_ext[16 * i + j] = (float)norm[16 * i + j];
+        for (int j = 0; j < 9; j++) cw->net_k[9 * i + j] = (float)cw->k[9 * i + j];
     }
     free(norm);
-    free(ext);
     return 0;
 }
 
 /* DA3's _align_to_input_extrinsics_intrinsics (align_to_input_ext_scale=True): the client's own
  * cameras are the answer; depth is rescaled into its units by the Sim(3) scale between its
  * camera centres and the predicted ones. When that cannot be fitted (DA3 would raise), the
- * normalisation's own factor is used: the network saw translations divided by `median`. */
-static int return_to_client_frame(const known_camera *cams, const double *k, double median, da3_prediction *pred,
-                                  pipeline_result *out, char *err, size_t errlen) {
+ * normalisation's own factor is used: the network saw translations divided by cw->median. */
+static int return_to_client_frame(const camera_work *cw, da3_prediction *pred, pipeline_result *out, char *err,
+                                  size_t errlen) {
     const int n = pred->n;
-    double *ext_in = malloc((size_t)n * 16 * sizeof *ext_in), *ext_pred = malloc((size_t)n * 12 * sizeof *ext_pred);
-    if (!ext_in || !ext_pred) {
-        free(ext_in);
-        free(ext_pred);
+    double *ext_pred = malloc((size_t)n * 12 * sizeof *ext_pred);
+    if (!ext_pred) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    for (int i = 0; i < n; i++) {
-        memcpy(ext_in + 16 * i, cams[i].extrinsics, 16 * sizeof *ext_in);
-        for (int j = 0; j < 12; j++) ext_pred[12 * i + j] = pred->extrinsics[12 * i + j];
-    }
-    const double s = pose_alignment_scale(n, ext_in, ext_pred, n >= 2 ? 1.0 / median : 1.0, &out->pose_scale_fitted);
-    free(ext_in);
+    for (int i = 0; i < n * 12; i++) ext_pred[i] = pred->extrinsics[i];
+    const double s = pose_alignment_scale(n, cw->ext, ext_pred, n >= 2 ? 1.0 / cw->median : 1.0,
+                                          &out->pose_scale_fitted);
     free(ext_pred);
     const size_t pixels = (size_t)n * pred->height * pred->width;
     for (size_t i = 0; i < pixels; i++) pred->depth[i] = (float)(pred->depth[i] / s);
     for (int i = 0; i < n; i++) {
-        for (int j = 0; j < 12; j++) pred->extrinsics[12 * i + j] = (float)cams[i].extrinsics[j];
-        for (int j = 0; j < 9; j++) pred->intrinsics[9 * i + j] = (float)k[9 * i + j];
+        for (int j = 0; j < 12; j++) pred->extrinsics[12 * i + j] = (float)cw->ext[16 * i + j];
+        for (int j = 0; j < 9; j++) pred->intrinsics[9 * i + j] = (float)cw->k[9 * i + j];
     }
     out->pose_scale = s;
+    out->known_cameras = 1;
     return 0;
 }
 
@@ -136,16 +155,13 @@ int pipeline_run_files(da3_model *m, const char *const *paths, const char *const
     double t0 = now_mono();
     rgb_image *views = calloc((size_t)n, sizeof *views);
     da3_batch batch = {0};
-    /* Known cameras: processed intrinsics (double), then the network's float32 copies. */
-    double *k = cams ? calloc((size_t)n, 9 * sizeof *k) : NULL;
-    float *ext_f = cams ? calloc((size_t)n, 16 * sizeof *ext_f) : NULL;
-    float *k_f = cams ? calloc((size_t)n, 9 * sizeof *k_f) : NULL;
+    camera_work cw;
     int *view_w = calloc((size_t)n, sizeof *view_w), *view_h = calloc((size_t)n, sizeof *view_h);
     int rc = -1;
-    if (!views || !view_w || !view_h || (cams && (!k || !ext_f || !k_f)))
+    if (camera_work_init(&cw, cams, n) || !views || !view_w || !view_h)
         snprintf(err, errlen, "out of memory");
     else
-        rc = load_views(paths, names, n, cams, p, progress, ctx, views, k, err, errlen);
+        rc = load_views(paths, names, n, cams, p, progress, ctx, views, cw.k, err, errlen);
     if (rc == 0) rc = preprocess_batch(views, n, &batch, err, errlen);
     for (int i = 0; views && i < n; i++) {
         view_w[i] = views[i].width;
@@ -153,8 +169,7 @@ int pipeline_run_files(da3_model *m, const char *const *paths, const char *const
         image_free(&views[i]);
     }
     free(views);
-    double median = 1.0;
-    if (rc == 0 && cams) rc = network_cameras(cams, n, k, view_w, view_h, &batch, ext_f, k_f, &median, err, errlen);
+    if (rc == 0 && cams) rc = network_cameras(&cw, n, view_w, view_h, &batch, err, errlen);
     out->decode_ms = (now_mono() - t0) * 1e3;
     if (rc) goto done;
 
@@ -162,16 +177,12 @@ int pipeline_run_files(da3_model *m, const char *const *paths, const char *const
              batch.height);
     report(progress, ctx, "inference", 0.4, msg);
     double t1 = now_mono();
-    da3_known_cameras net_cams = {ext_f, k_f};
+    da3_known_cameras net_cams = {cw.net_ext, cw.net_k};
     rc = da3_model_forward(m, batch.input, batch.n, batch.height, batch.width, cams ? &net_cams : NULL,
                            p->ref_view, &out->pred, err, errlen);
     out->model_ms = (now_mono() - t1) * 1e3;
     if (rc) goto done;
-    if (cams) {
-        rc = return_to_client_frame(cams, k, median, &out->pred, out, err, errlen);
-        if (rc) goto done;
-        out->known_cameras = 1;
-    }
+    if (cams && (rc = return_to_client_frame(&cw, &out->pred, out, err, errlen)) != 0) goto done;
 
     report(progress, ctx, "exporting", 0.7, "Generating 3D model...");
     double t2 = now_mono();
@@ -180,9 +191,7 @@ int pipeline_run_files(da3_model *m, const char *const *paths, const char *const
 
 done:
     da3_batch_free(&batch);
-    free(k);
-    free(ext_f);
-    free(k_f);
+    camera_work_free(&cw);
     free(view_w);
     free(view_h);
     if (rc) pipeline_result_free(out);

@@ -30,6 +30,12 @@ static int check_failures = 0;
 #define CHECK_NEAR(a, b, tol) \
     CHECK_MSG(fabs((double)(a) - (double)(b)) <= (tol), "%g vs %g (tol %g)", (double)(a), (double)(b), (double)(tol))
 
+/* The test data folder: $DA3_TEST_DATA, or tests/data (run from the repository root). */
+static inline const char *test_data_dir(void) {
+    const char *dir = getenv("DA3_TEST_DATA");
+    return dir && *dir ? dir : "tests/data";
+}
+
 /* Ends main(): prints a summary and returns the exit status. */
 #define CHECK_DONE(name)                                                        \
     do {                                                                        \

@@ -352,8 +352,7 @@ static void test_timing(void) {
 }
 
 int main(void) {
-    const char *dir = getenv("DA3_TEST_DATA");
-    snprintf(data_dir, sizeof data_dir, "%s", dir && *dir ? dir : "tests/data");
+    snprintf(data_dir, sizeof data_dir, "%s", test_data_dir());
     test_sniff();
     test_manifest();
     test_orientation_semantics();

@@ -81,9 +81,8 @@ int main(void) {
     pipeline_result_free(&r);
 
     /* A JPEG shown rotated (EXIF orientation 6) cannot take a camera of its stored pixels. */
-    const char *data = getenv("DA3_TEST_DATA");
     char rotated[600];
-    snprintf(rotated, sizeof rotated, "%s/images/orient_6.jpg", data && *data ? data : "tests/data");
+    snprintf(rotated, sizeof rotated, "%s/images/orient_6.jpg", test_data_dir());
     const char *paths2[2] = {a, rotated};
     CHECK(pipeline_run_files(m, paths2, NULL, 2, cams, &p, NULL, NULL, &r, err, sizeof err) == -1);
     CHECK_MSG(strstr(err, "EXIF orientation 6") && strstr(err, "image 1"), "%s", err);

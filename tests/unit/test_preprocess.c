@@ -297,8 +297,7 @@ static void test_intrinsics(void) {
 }
 
 int main(void) {
-    const char *dir = getenv("DA3_TEST_DATA");
-    snprintf(data_dir, sizeof data_dir, "%s", dir && *dir ? dir : "tests/data");
+    snprintf(data_dir, sizeof data_dir, "%s", test_data_dir());
     test_method_names();
     test_output_sizes();
     test_pixels_vs_cv2();

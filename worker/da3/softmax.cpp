@@ -77,7 +77,7 @@ struct BF16 {
     using T = uint16_t;
     // bfloat16 is the top half of a float32.
     __attribute__((target("avx512f"))) static __m512 load(const uint16_t* p, __mmask16 m) {
-        const __m256i h = _mm256_maskz_loadu_epi16_emul(m, p);
+        const __m256i h = load_halves(m, p);
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     }
     // Round to nearest even, as ATen's float -> bfloat16 conversion does (inputs are finite).
@@ -86,17 +86,17 @@ struct BF16 {
         const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
         const __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
         const __m256i h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(rounded, 16));
-        _mm256_mask_storeu_epi16_emul(p, m, h);
+        store_halves(p, m, h);
     }
     // AVX-512F alone has no 16-bit masked load/store: go through a small buffer for the tail.
-    __attribute__((target("avx512f"))) static __m256i _mm256_maskz_loadu_epi16_emul(__mmask16 m, const uint16_t* p) {
+    __attribute__((target("avx512f"))) static __m256i load_halves(__mmask16 m, const uint16_t* p) {
         if (m == 0xFFFF) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
         alignas(32) uint16_t buf[16] = {0};
         for (int i = 0; i < 16; i++)
             if (m >> i & 1) buf[i] = p[i];
         return _mm256_load_si256(reinterpret_cast<const __m256i*>(buf));
     }
-    __attribute__((target("avx512f"))) static void _mm256_mask_storeu_epi16_emul(uint16_t* p, __mmask16 m, __m256i h) {
+    __attribute__((target("avx512f"))) static void store_halves(uint16_t* p, __mmask16 m, __m256i h) {
         if (m == 0xFFFF) {
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
             return;

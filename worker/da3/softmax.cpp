@@ -108,27 +108,31 @@ struct BF16 {
     }
 };
 
+// The lanes a 16-wide step covers when `left` elements of the row remain.
+inline __mmask16 lanes_left(int64_t left) {
+    return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+}
+
 // One row: max; exp(x - max) and its sum (exp values kept as float32 in the output row when it
 // is float32, recomputed for bfloat16 so that only the final value is rounded); scale by 1/sum.
 template <class IO>
 __attribute__((target("avx512f"))) void softmax_row(const typename IO::T* s, typename IO::T* p, int64_t len) {
-    const __mmask16 all = 0xFFFF;
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     for (int64_t i = 0; i < len; i += 16) {
-        const __mmask16 m = len - i >= 16 ? all : static_cast<__mmask16>((1u << (len - i)) - 1u);
+        const __mmask16 m = lanes_left(len - i);
         vmax = _mm512_mask_max_ps(vmax, m, vmax, IO::load(s + i, m));
     }
     const __m512 mx = _mm512_set1_ps(lanes_max(vmax));
     __m512 vsum = _mm512_setzero_ps();
     for (int64_t i = 0; i < len; i += 16) {
-        const __mmask16 m = len - i >= 16 ? all : static_cast<__mmask16>((1u << (len - i)) - 1u);
+        const __mmask16 m = lanes_left(len - i);
         const __m512 e = exp512(_mm512_sub_ps(IO::load(s + i, m), mx));
         vsum = _mm512_mask_add_ps(vsum, m, vsum, e);
         if (std::is_same<typename IO::T, float>::value) IO::store(p + i, m, e);
     }
     const __m512 inv = _mm512_set1_ps(1.0f / lanes_sum(vsum));
     for (int64_t i = 0; i < len; i += 16) {
-        const __mmask16 m = len - i >= 16 ? all : static_cast<__mmask16>((1u << (len - i)) - 1u);
+        const __mmask16 m = lanes_left(len - i);
         const __m512 e = std::is_same<typename IO::T, float>::value ? IO::load(p + i, m)
                                                                     : exp512(_mm512_sub_ps(IO::load(s + i, m), mx));
         IO::store(p + i, m, _mm512_mul_ps(e, inv));

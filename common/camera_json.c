@@ -9,12 +9,15 @@
 #include <unistd.h>
 
 #include "common/image_decode.h"
+#include "common/json_bounded.h"
 #include "common/util.h"
 
 /* How far from orthonormal a rotation may be: clients send float32 matrices from other tools. */
 #define ROTATION_TOLERANCE 1e-3
 /* Far beyond any real scene in any unit, and small enough that squared distances stay finite. */
 #define MAX_TRANSLATION 1e9
+/* 25 numbers at 17 digits and their JSON: under 1 KB; anything far larger is not ours. */
+#define CAMERA_FILE_MAX_BYTES (64u << 10)
 
 /* Reads a rows x cols array of numbers into out. Returns 0, or -1 with err set. */
 static int read_matrix(const json_t *m, const char *field, const char *shape, int rows, int cols, double *out,
@@ -151,7 +154,8 @@ int camera_file_read(const char *image_dir, int index, known_camera *out, char *
     }
     if (access(path, F_OK) != 0) return 0;
     json_error_t jerr;
-    json_t *o = json_load_file(path, 0, &jerr);
+    /* A client's numbers went into this file: read it back bounded like any client input. */
+    json_t *o = json_load_file_bounded(path, CAMERA_FILE_MAX_BYTES, JSON_MAX_DEPTH_CLIENT, &jerr);
     if (!o) {
         set_error(err, errlen, "image %d: cannot read its stored camera: %s", index, jerr.text);
         return -1;

@@ -8,6 +8,7 @@
 
 #include <limits.h>
 #include <png.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -253,6 +254,94 @@ done:
     return rc;
 }
 
+/* What the markers before the first scan say about the coefficient memory libjpeg will take. */
+typedef struct {
+    int width, height, ncomp;
+    int h[4], v[4];       /* sampling factors */
+    int progressive;      /* SOF2/6/10/14 */
+    int first_scan_comps; /* components of the first SOS: fewer than ncomp means several scans */
+} jpeg_layout;
+
+static int is_sof(uint8_t m) { return m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC; }
+
+/* Walks the markers up to the first SOS. Returns 0, or -1 when they cannot be read. */
+static int jpeg_layout_read(const uint8_t *d, size_t len, jpeg_layout *L) {
+    memset(L, 0, sizeof *L);
+    int have_sof = 0;
+    size_t p = 2; /* after SOI */
+    while (p + 4 <= len) {
+        if (d[p] != 0xFF) { /* extraneous bytes: libjpeg skips them with a warning, and so do we */
+            p++;
+            continue;
+        }
+        uint8_t m = d[p + 1];
+        if (m == 0xFF) { /* fill byte */
+            p++;
+            continue;
+        }
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) { /* no length field */
+            p += 2;
+            continue;
+        }
+        if (m == 0xD9) return -1;
+        size_t seg = read_u16(d + p + 2, 1);
+        if (seg < 2 || seg > len - p - 2) return -1;
+        const uint8_t *b = d + p + 4; /* segment body, seg - 2 bytes */
+        if (is_sof(m) && !have_sof) {
+            if (seg < 8) return -1;
+            L->height = (int)read_u16(b + 1, 1);
+            L->width = (int)read_u16(b + 3, 1);
+            L->ncomp = b[5];
+            if (L->ncomp < 1 || L->ncomp > 4 || seg < 8 + 3u * (unsigned)L->ncomp) return -1;
+            for (int c = 0; c < L->ncomp; c++) {
+                L->h[c] = b[6 + 3 * c + 1] >> 4;
+                L->v[c] = b[6 + 3 * c + 1] & 15;
+                if (L->h[c] < 1 || L->v[c] < 1) return -1;
+            }
+            L->progressive = m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE;
+            have_sof = 1;
+        } else if (m == 0xDA) {
+            if (!have_sof || seg < 3) return -1;
+            L->first_scan_comps = b[0];
+            return 0;
+        }
+        p += 2 + seg;
+    }
+    return -1;
+}
+
+/* image_jpeg_validate_cost for a layout already read. */
+static long long layout_cost(const jpeg_layout *lp) {
+    const jpeg_layout L = *lp;
+    /* libjpeg buffers the whole image's coefficients exactly when the file has several scans
+     * (progressive, or a first scan without every component); a 1/8 scale does not change that. */
+    if (!L.progressive && L.first_scan_comps >= L.ncomp) return 0;
+    int hmax = 1, vmax = 1;
+    for (int c = 0; c < L.ncomp; c++) {
+        if (L.h[c] > hmax) hmax = L.h[c];
+        if (L.v[c] > vmax) vmax = L.v[c];
+    }
+    long long total = 0;
+    for (int c = 0; c < L.ncomp; c++) {
+        /* As jdcoefct.c sizes it: blocks per component, rounded up to whole MCUs, 64 JCOEFs each. */
+        long long wb = ((long long)L.width * L.h[c] + 8LL * hmax - 1) / (8LL * hmax);
+        long long hb = ((long long)L.height * L.v[c] + 8LL * vmax - 1) / (8LL * vmax);
+        wb = (wb + L.h[c] - 1) / L.h[c] * L.h[c];
+        hb = (hb + L.v[c] - 1) / L.v[c] * L.v[c];
+        total += wb * hb * 64 * 2;
+    }
+    return total;
+}
+
+long long image_jpeg_validate_cost(const uint8_t *data, size_t len) {
+    jpeg_layout L;
+    if (image_sniff(data, len) != IMAGE_FORMAT_JPEG || jpeg_layout_read(data, len, &L)) return -1;
+    return layout_cost(&L);
+}
+
+static void gate_enter(void);
+static void gate_leave(void);
+
 /* Decodes at 1/8 scale: the whole entropy-coded stream is still parsed (so truncation and
  * corruption show), but the IDCT is DC-only and only the luma (or CMYK) planes are produced. */
 static int jpeg_validate(const uint8_t *data, size_t len, int *w, int *h, char *err, size_t errlen) {
@@ -264,13 +353,34 @@ static int jpeg_validate(const uint8_t *data, size_t len, int *w, int *h, char *
         return -1;
     }
     if (jpeg_header(tj, data, len, w, h, &cs, err, errlen)) goto done;
+    /* Refused from the header, before libjpeg allocates anything for it. */
+    jpeg_layout L;
+    long long cost;
+    if (jpeg_layout_read(data, len, &L) == 0) {
+        cost = layout_cost(&L);
+    } else { /* markers TurboJPEG read but we cannot: assume the worst, progressive 4:4:4 */
+        memset(&L, 0, sizeof L);
+        L.progressive = 1;
+        cost = (long long)*w * *h * 2 * (cs == TJCS_GRAY ? 1 : is_cmyk(cs) ? 4 : 3);
+    }
+    if (cost > (long long)IMAGE_VALIDATE_MAX_BYTES) {
+        set_error(err, errlen,
+                  "%s JPEG of %dx%d needs %lld MB to check (limit %u MB per image); send it as a baseline "
+                  "(non-progressive) JPEG or smaller",
+                  L.progressive ? "progressive" : "multi-scan", *w, *h, (cost + (1 << 20) - 1) >> 20,
+                  IMAGE_VALIDATE_MAX_BYTES >> 20);
+        goto done;
+    }
     const tjscalingfactor eighth = {1, 8};
     int sw = TJSCALED(*w, eighth), sh = TJSCALED(*h, eighth), pf = is_cmyk(cs) ? TJPF_CMYK : TJPF_GRAY;
     if (!(buf = malloc((size_t)sw * sh * tjPixelSize[pf]))) {
         set_error(err, errlen, "out of memory validating a %dx%d JPEG", *w, *h);
         goto done;
     }
-    if (tjDecompress2(tj, data, (unsigned long)len, buf, sw, 0, sh, pf, JPEG_FLAGS) != 0 && jpeg_failed(tj)) {
+    gate_enter();
+    int bad = tjDecompress2(tj, data, (unsigned long)len, buf, sw, 0, sh, pf, JPEG_FLAGS) != 0 && jpeg_failed(tj);
+    gate_leave();
+    if (bad) {
         set_error(err, errlen, "truncated or corrupt JPEG: %s", tjGetErrorStr2(tj));
         goto done;
     }
@@ -403,13 +513,53 @@ int image_decode(const uint8_t *data, size_t len, rgb_image *out, char *err, siz
     }
 }
 
+/* The gate on concurrent validations: a counter under a mutex (not a POSIX semaphore, so that
+ * the limit can be changed and ThreadSanitizer sees the ordering). */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+    int active, limit;
+} gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, IMAGE_VALIDATE_MAX_CONCURRENT};
+
+void image_validate_set_concurrency(int n) {
+    pthread_mutex_lock(&gate.lock);
+    gate.limit = n < 1 ? 1 : n;
+    pthread_cond_broadcast(&gate.freed);
+    pthread_mutex_unlock(&gate.lock);
+}
+
+int image_validate_concurrency(void) {
+    pthread_mutex_lock(&gate.lock);
+    int n = gate.limit;
+    pthread_mutex_unlock(&gate.lock);
+    return n;
+}
+
+/* Waits for one of the validation slots. */
+static void gate_enter(void) {
+    pthread_mutex_lock(&gate.lock);
+    while (gate.active >= gate.limit) pthread_cond_wait(&gate.freed, &gate.lock);
+    gate.active++;
+    pthread_mutex_unlock(&gate.lock);
+}
+
+/* Frees the slot gate_enter took. */
+static void gate_leave(void) {
+    pthread_mutex_lock(&gate.lock);
+    gate.active--;
+    pthread_cond_signal(&gate.freed);
+    pthread_mutex_unlock(&gate.lock);
+}
+
 int image_validate(const uint8_t *data, size_t len, int *w, int *h, char *err, size_t errlen) {
     int vw = 0, vh = 0, rc;
     switch (image_sniff(data, len)) {
     case IMAGE_FORMAT_JPEG: rc = jpeg_validate(data, len, &vw, &vh, err, errlen); break;
     case IMAGE_FORMAT_PNG: {
         png_job job;
+        gate_enter(); /* PNG validation is row by row: the gate bounds its CPU, not much memory */
         rc = png_process(data, len, 0, &job, err, errlen);
+        gate_leave();
         vw = job.width;
         vh = job.height;
         break;

@@ -32,10 +32,32 @@ int image_decode(const uint8_t *data, size_t len, rgb_image *out, char *err, siz
  * anything else. */
 int image_orientation(const uint8_t *data, size_t len);
 
+/* Memory one validation may use. A baseline JPEG decoded at 1/8 scale needs a few rows; a
+ * progressive (or multi-scan) one needs its whole coefficient buffer, 2 bytes per pixel and
+ * component (8192x8192 4:2:0: 192 MB), so those are refused above this, before decoding. */
+#define IMAGE_VALIDATE_MAX_BYTES (128u << 20)
+/* Validations that may run at once in a process (the others wait): bounds the front's memory
+ * and CPU for validation to this many uploads, however many arrive together. */
+#define IMAGE_VALIDATE_MAX_CONCURRENT 4
+
 /* Checks that the bytes are a complete, decodable JPEG/PNG within the size limits without
- * keeping the pixels (cheap: JPEG is decoded at 1/8 scale). Reports the stored (pre-EXIF)
- * dimensions in *w, *h when not NULL. Returns 0, or -1 with a reason in err. */
+ * keeping the pixels (cheap: JPEG is decoded at 1/8 scale), using at most about
+ * IMAGE_VALIDATE_MAX_BYTES, with at most image_validate_concurrency() validations at a time.
+ * Reports the stored (pre-EXIF) dimensions in *w, *h when not NULL. Returns 0, or -1 with a
+ * reason in err. */
 int image_validate(const uint8_t *data, size_t len, int *w, int *h, char *err, size_t errlen);
+
+/* Sets how many image_validate calls may decode at once (>= 1; IMAGE_VALIDATE_MAX_CONCURRENT by
+ * default). Call before the threads that validate start. */
+void image_validate_set_concurrency(int n);
+
+/* The current limit of concurrent validations. */
+int image_validate_concurrency(void);
+
+/* The bytes a 1/8-scale validation of this JPEG's layout needs for its coefficient buffer: 0 for a
+ * single-scan baseline stream (a few rows suffice), the whole buffer for progressive and
+ * multi-scan streams; -1 when the markers before the first scan cannot be read. */
+long long image_jpeg_validate_cost(const uint8_t *data, size_t len);
 
 /* Allocates an uninitialised w x h RGB8 image; returns 0 or -1 on overflow/ENOMEM. */
 int image_alloc(rgb_image *img, int width, int height);

@@ -8,6 +8,10 @@ int session_image_path(char *dst, size_t cap, const char *image_dir, int index, 
     return fmt_path(dst, cap, "%s/%06d.%s", image_dir, index, image_format_ext(fmt));
 }
 
+int session_meta_path(char *dst, size_t cap, const char *image_dir, int index) {
+    return fmt_path(dst, cap, "%s/%06d.meta.json", image_dir, index);
+}
+
 int session_image_find(char *dst, size_t cap, const char *image_dir, int index) {
     static const image_format formats[] = {IMAGE_FORMAT_JPEG, IMAGE_FORMAT_PNG};
     for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++)

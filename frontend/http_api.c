@@ -6,12 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/json_bounded.h"
 #include "common/util.h"
 #include "frontend/jobs.h"
 #include "frontend/server.h"
 #include "frontend/session.h"
 #include "frontend/supervisor.h"
-#include "frontend/ws.h"
+#include "frontend/session_close.h"
 
 #define MAX_BODY (1 << 20)
 #define SERVER_VERSION "0.1.0"
@@ -31,18 +32,39 @@ static const char *reason_phrase(int status) {
     }
 }
 
-/* Sends `body` (consumed) as a JSON response; CORS open to every origin like the reference. */
-static int send_json(struct mg_connection *conn, int status, json_t *body) {
+/* Sends `body` (consumed) as a JSON response with extra header lines (each ending in CRLF, or
+ * ""); CORS open to every origin like the reference. A HEAD request gets the headers only, with
+ * the Content-Length the body would have (RFC 9110 9.3.2). */
+static int send_json_with(struct mg_connection *conn, int status, json_t *body, const char *extra_headers) {
     char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(17));
     json_decref(body);
     size_t len = text ? strlen(text) : 0;
     mg_printf(conn,
               "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-              "Access-Control-Allow-Origin: *\r\nCache-Control: no-store\r\n\r\n",
-              status, reason_phrase(status), len);
-    if (text) mg_write(conn, text, len);
+              "Access-Control-Allow-Origin: *\r\nCache-Control: no-store\r\n%s\r\n",
+              status, reason_phrase(status), len, extra_headers);
+    if (text && strcmp(mg_get_request_info(conn)->request_method, "HEAD")) mg_write(conn, text, len);
     free(text);
     return status;
+}
+
+static int send_json(struct mg_connection *conn, int status, json_t *body) {
+    return send_json_with(conn, status, body, "");
+}
+
+/* 405 with the Allow header listing what the resource answers. */
+static int send_not_allowed(struct mg_connection *conn, const char *allow) {
+    char header[128];
+    snprintf(header, sizeof header, "Allow: %s\r\n", allow);
+    return send_json_with(conn, 405, json_pack("{s:s}", "detail", "Method Not Allowed"), header);
+}
+
+/* 1 if method is one of the comma-separated names in allow ("GET, HEAD, OPTIONS"). */
+static int method_in(const char *method, const char *allow) {
+    size_t n = strlen(method);
+    for (const char *p = allow; (p = strstr(p, method)); p += n)
+        if ((p == allow || p[-1] == ' ') && (p[n] == ',' || p[n] == 0)) return 1;
+    return 0;
 }
 
 static int send_detail(struct mg_connection *conn, int status, const char *detail) {
@@ -108,7 +130,8 @@ static int handle_create(struct mg_connection *conn) {
     if (too_big) return send_detail(conn, 413, "Request body too large (limit 1 MB)");
     if (body && blen > 0) {
         json_error_t jerr;
-        json_t *o = json_loadb(body, blen, 0, &jerr);
+        /* Bounded: this thread's stack is small and Jansson recurses per nesting level. */
+        json_t *o = json_loadb_bounded(body, blen, JSON_MAX_DEPTH_CLIENT, &jerr);
         if (!json_is_object(o)) {
             json_decref(o);
             free(body);
@@ -137,30 +160,20 @@ static int handle_create(struct mg_connection *conn) {
     return send_json(conn, 200, out);
 }
 
-int http_api_delete_session(const char *id, const char *reason) {
-    session *s = sessions_remove(id);
-    if (!s) return -1;
-    pthread_mutex_lock(&s->lock);
-    jobs_cancel(s);
-    pthread_mutex_unlock(&s->lock);
-    ws_close_session_socket(s, reason, 1000);
-    sessions_put(s);
-    return 0;
-}
+int http_api_delete_session(const char *id, const char *reason) { return session_close(id, reason); }
 
 /* /ws/session/create and /ws/session/{id}. */
 static int session_handler(struct mg_connection *conn, void *cbdata) {
     (void)cbdata;
     const struct mg_request_info *ri = mg_get_request_info(conn);
     const char *uri = ri->local_uri, *m = ri->request_method;
-    if (!strcmp(m, "OPTIONS")) return send_preflight(conn);
     const char *rest = uri + strlen("/ws/session");
     if (*rest == '/') rest++;
-    if (!strcmp(rest, "create")) {
-        if (strcmp(m, "POST")) return send_detail(conn, 405, "Method Not Allowed");
-        return handle_create(conn);
-    }
-    if (!strcmp(m, "GET")) {
+    const char *allow = !strcmp(rest, "create") ? "POST, OPTIONS" : "GET, HEAD, DELETE, OPTIONS";
+    if (!method_in(m, allow)) return send_not_allowed(conn, allow);
+    if (!strcmp(m, "OPTIONS")) return send_preflight(conn);
+    if (!strcmp(rest, "create")) return handle_create(conn);
+    if (!strcmp(m, "GET") || !strcmp(m, "HEAD")) {
         session *s = sessions_get(rest);
         if (!s) return send_detail(conn, 404, "Session not found");
         pthread_mutex_lock(&s->lock);
@@ -178,32 +191,32 @@ static int session_handler(struct mg_connection *conn, void *cbdata) {
         snprintf(msg, sizeof msg, "Session %s deleted", id);
         return send_json(conn, 200, json_pack("{s:b,s:s}", "success", 1, "message", msg));
     }
-    return send_detail(conn, 405, "Method Not Allowed");
+    return send_not_allowed(conn, allow);
 }
 
 static int sessions_handler(struct mg_connection *conn, void *cbdata) {
     (void)cbdata;
     const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (!method_in(ri->request_method, "GET, HEAD, OPTIONS")) return send_not_allowed(conn, "GET, HEAD, OPTIONS");
     if (!strcmp(ri->request_method, "OPTIONS")) return send_preflight(conn);
-    if (strcmp(ri->request_method, "GET")) return send_detail(conn, 405, "Method Not Allowed");
     return send_json(conn, 200, sessions_list_json(g_server.opt.session_timeout));
-}
-
-static const char *worker_state_name(uint32_t st) {
-    static const char *names[] = {"empty", "starting", "ready", "dead"};
-    return st < 4 ? names[st] : "unknown";
 }
 
 static int status_handler(struct mg_connection *conn, void *cbdata) {
     (void)cbdata;
+    const char *method = mg_get_request_info(conn)->request_method;
+    if (!method_in(method, "GET, HEAD, OPTIONS")) return send_not_allowed(conn, "GET, HEAD, OPTIONS");
+    if (!strcmp(method, "OPTIONS")) return send_preflight(conn);
     json_t *workers = json_array();
     int ready = 0;
     const char *model_name = NULL;
     int trained = strcmp(g_server.opt.model, "demo") != 0;
     char name_buf[160] = "";
-    shmq_lock(g_server.q);
-    for (int i = 0; i < g_server.opt.workers; i++) {
-        shmq_worker *w = shmq_worker_slot(g_server.q, i);
+    /* A copy taken under the segment lock, on the heap: 64 slots are ~31 KB. */
+    shmq_worker *wtab = calloc(SHMQ_MAX_WORKERS, sizeof *wtab);
+    int nw = wtab ? shmq_worker_snapshot(g_server.q, wtab, g_server.opt.workers) : 0;
+    for (int i = 0; i < nw; i++) {
+        const shmq_worker *w = &wtab[i];
         if (w->state == WORKER_READY) {
             ready++;
             if (!model_name) {
@@ -213,12 +226,12 @@ static int status_handler(struct mg_connection *conn, void *cbdata) {
             }
         }
         json_t *wj = json_pack("{s:i,s:i,s:s,s:s,s:I,s:I}", "index", i, "pid", w->pid, "state",
-                               worker_state_name(w->state), "device", w->device, "jobs_done",
+                               shmq_worker_state_name(w->state), "device", w->device, "jobs_done",
                                (json_int_t)w->jobs_done, "jobs_failed", (json_int_t)w->jobs_failed);
         if (w->error[0]) json_object_set_new(wj, "error", json_string(w->error));
         json_array_append_new(workers, wj);
     }
-    shmq_unlock(g_server.q);
+    free(wtab);
     int queued, running;
     shmq_counts(g_server.q, &queued, &running);
     size_t arena_used, arena_total;

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/json_bounded.h"
+
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 /* Returns the offset of the opening quote of the top-level "data" value, or -1. Walks the text
@@ -51,7 +53,7 @@ int image_message_split(const char *text, size_t len, const char **data, size_t 
     memcpy(copy, text, head);
     memcpy(copy + head, close, tail);
     json_error_t jerr;
-    json_t *o = json_loadb(copy, head + tail, 0, &jerr);
+    json_t *o = json_loadb_bounded(copy, head + tail, JSON_MAX_DEPTH_CLIENT, &jerr);
     free(copy);
     json_t *d = json_object_get(o, "data");
     if (!json_is_object(o) || !json_is_string(d) || json_string_length(d) != 0) {

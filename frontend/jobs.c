@@ -2,38 +2,66 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
+#include "common/protocol.h"
 #include "common/util.h"
+#include "frontend/client_send.h"
 #include "frontend/messages.h"
 #include "frontend/server.h"
-#include "frontend/ws.h"
-
-/* Which session owns each job slot. The entry holds a session reference until the job ends. */
-static struct {
-    pthread_mutex_t lock;
-    session *owner[SHMQ_MAX_JOBS];
-    uint64_t job_id[SHMQ_MAX_JOBS];
-} slots = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static pthread_t dispatcher;
-/* Result senders still running: shutdown waits for them before the arena is unmapped. */
-static atomic_int deliveries_in_flight;
 static int dispatcher_running;
+/* Result encoders still running: shutdown waits for them before the arena is unmapped. */
+static atomic_int deliveries_in_flight;
 
-int jobs_submit(session *s, int finalize, int incremental, char *err, size_t errlen) {
+/* The last progress value sent per job slot, so what a client sees never goes backwards (a
+ * retried job starts its stages again). Touched by the dispatcher thread only, except the first
+ * value, which jobs_submit writes before the job can produce any event. */
+static struct {
+    uint64_t job_id;
+    double value;
+} last_progress[SHMQ_MAX_JOBS];
+static pthread_mutex_t progress_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Clamps p to what job (slot, job_id) has already shown and records it; returns the value to
+ * send. */
+static double monotonic_progress(int slot, uint64_t job_id, double p) {
+    pthread_mutex_lock(&progress_lock);
+    if (last_progress[slot].job_id != job_id) {
+        last_progress[slot].job_id = job_id;
+        last_progress[slot].value = 0;
+    }
+    if (p < last_progress[slot].value) p = last_progress[slot].value;
+    last_progress[slot].value = p;
+    pthread_mutex_unlock(&progress_lock);
+    return p;
+}
+
+static void send_progress(const char *session_id, const char *stage, double p, const char *message) {
+    char *m = msg_progress(stage, p, message);
+    if (m) client_send(session_id, m, strlen(m)); /* advisory: a full queue drops it */
+    free(m);
+}
+
+static void send_error(const char *session_id, const char *message) {
+    char *m = msg_error(message);
+    if (m) client_send(session_id, m, strlen(m));
+    free(m);
+}
+
+jobs_submit_result jobs_submit(session *s, int finalize, int incremental, char *err, size_t errlen) {
+    if (s->deleted) {
+        snprintf(err, errlen, "Session %s not found", s->id);
+        return JOBS_REFUSED;
+    }
     if (s->image_count == 0) {
         snprintf(err, errlen, "No images in session");
-        return -1;
-    }
-    if (s->job_slot >= 0) {
-        snprintf(err, errlen,
-                 "A reconstruction is already running for this session; wait for its result");
-        return -1;
+        return JOBS_REFUSED;
     }
     shmq_job_params p;
     memset(&p, 0, sizeof p);
@@ -42,164 +70,161 @@ int jobs_submit(session *s, int finalize, int incremental, char *err, size_t err
     p.image_count = s->image_count;
     p.process_res = s->cfg.process_res;
     p.resize_method = s->cfg.method;
-    p.ref_view = 0; /* saddle_balanced, DA3's default */
+    p.ref_view = PROTOCOL_DEFAULT_REF_VIEW;
     p.conf_thresh_percentile = s->cfg.conf_thresh_percentile;
     p.num_max_points = s->cfg.num_max_points;
     p.show_cameras = s->cfg.show_cameras;
-    p.seed = 42; /* fixed: the same images give the same GLB */
+    p.seed = PROTOCOL_SEED; /* fixed: the same images give the same GLB */
+    p.finalize = finalize;
+    p.incremental = incremental;
     uint64_t job_id;
-    int slot = shmq_submit(g_server.q, &p, &job_id);
-    if (slot < 0) {
-        snprintf(err, errlen, "The server's job queue is full (%d jobs); try again shortly",
-                 SHMQ_MAX_JOBS);
-        return -1;
+    int slot = shmq_submit_unique(g_server.q, &p, &job_id);
+    if (slot == -2) {
+        snprintf(err, errlen, "A reconstruction is already running for this session; wait for its result");
+        return JOBS_REFUSED;
     }
-    pthread_mutex_lock(&slots.lock);
-    slots.owner[slot] = sessions_get(s->id);
-    slots.job_id[slot] = job_id;
-    pthread_mutex_unlock(&slots.lock);
-    s->job_slot = slot;
-    s->job_id = job_id;
-    s->job_finalize = finalize;
-    s->job_incremental = incremental;
-    s->job_images = s->image_count;
-    s->job_submitted = now_mono();
+    if (slot < 0) {
+        int queued, running;
+        shmq_counts(g_server.q, &queued, &running);
+        snprintf(err, errlen, "server busy: the job queue is full (%d jobs waiting or running); retry in %d s",
+                 queued + running, 5 + queued / (g_server.opt.workers > 0 ? g_server.opt.workers : 1));
+        return JOBS_FAILED;
+    }
+    /* The first progress is queued while the session lock is held and before a dispatcher can
+     * see this job's events, so it always comes first. */
+    double first = monotonic_progress(slot, job_id, 0.1);
+    if (finalize) send_progress(s->id, "finalizing", first, "Generating final 3D model...");
+    else send_progress(s->id, "loading_model", first, "Loading model...");
     s->status = SESSION_PROCESSING;
     session_touch(s);
     session_save(s);
-    return 0;
+    return JOBS_QUEUED;
 }
 
-/* Takes the owner of a slot out of the table (returns its reference), if job_id matches. */
-static session *slot_take(int slot, uint64_t job_id) {
-    session *s = NULL;
-    pthread_mutex_lock(&slots.lock);
-    if (slots.owner[slot] && slots.job_id[slot] == job_id) {
-        s = slots.owner[slot];
-        slots.owner[slot] = NULL;
-    }
-    pthread_mutex_unlock(&slots.lock);
-    return s;
+int jobs_session_busy(const char *session_id) {
+    shmq_job j;
+    return shmq_find_session_job(g_server.q, session_id, &j) >= 0;
 }
 
-static session *slot_peek(int slot, uint64_t job_id) {
-    session *s = NULL;
-    pthread_mutex_lock(&slots.lock);
-    if (slots.owner[slot] && slots.job_id[slot] == job_id) s = sessions_get(slots.owner[slot]->id);
-    pthread_mutex_unlock(&slots.lock);
-    return s;
+void jobs_cancel_session(const char *session_id) {
+    if (shmq_cancel_session(g_server.q, session_id) > 0)
+        log_info("session %s: its job was cancelled", session_id);
 }
 
-void jobs_cancel(session *s) {
-    if (s->job_slot < 0) return;
-    shmq_cancel(g_server.q, s->job_slot, s->job_id);
-    session *owner = slot_take(s->job_slot, s->job_id);
-    if (owner) sessions_put(owner);
-    s->job_slot = -1;
-    s->job_id = 0;
-    if (s->status == SESSION_PROCESSING) s->status = SESSION_ACTIVE;
-}
-
-/* Ends the session's job: status per outcome, persisted. */
-static void finish_session_job(session *s, uint64_t job_id, int ok, const char *error) {
+/* Records the end of the session's job: status per outcome, persisted. */
+static void finish_session(session *s, int finalize, int ok, const char *error) {
     pthread_mutex_lock(&s->lock);
-    if (s->job_id == job_id) {
-        s->job_slot = -1;
-        s->job_id = 0;
-        if (ok) {
-            s->status = s->job_finalize ? SESSION_COMPLETED : SESSION_ACTIVE;
-        } else {
-            s->status = SESSION_ERROR;
-            free(s->error_message);
-            s->error_message = strdup(error);
-        }
-        session_touch(s);
-        if (!s->deleted) session_save(s);
+    if (ok) {
+        s->status = finalize ? SESSION_COMPLETED : SESSION_ACTIVE;
+    } else {
+        s->status = SESSION_ERROR;
+        free(s->error_message);
+        s->error_message = strdup(error);
     }
+    session_touch(s);
+    session_save(s); /* does nothing for a deleted session */
     pthread_mutex_unlock(&s->lock);
 }
 
 typedef struct {
-    session *s;
     int slot;
     shmq_job job;
 } result_delivery;
 
-/* Encodes one finished GLB straight from the arena into a message and sends it. Runs on its own
- * thread so one slow client never delays other sessions' progress or results. */
+/* Encodes one finished GLB straight from the arena into a message and queues it. Runs on its
+ * own thread: base64 of a large cloud takes tens of milliseconds, which no other session's
+ * progress should wait for. */
 static void *deliver_result(void *arg) {
     result_delivery *d = arg;
-    session *s = d->s;
     const shmq_job *j = &d->job;
+    const char *sid = j->params.session_id;
+    const char *type = j->params.finalize || !j->params.incremental ? "complete" : "delta";
     double t0 = now_mono();
     const uint8_t *glb = shmq_arena_ptr(g_server.q, j->result_off);
     const char *meta = (const char *)glb + j->glb_len;
-    pthread_mutex_lock(&s->lock);
-    const char *type = s->job_finalize || !s->job_incremental ? "complete" : "delta";
-    pthread_mutex_unlock(&s->lock);
     size_t len = 0;
     double extra_ms[2] = {(j->t_claimed - j->t_queued) * 1e3, j->glb_ms};
-    char *text = msg_result(type, j->params.image_count, glb, j->glb_len, meta, j->meta_len, s->id,
+    char *text = msg_result(type, j->params.image_count, glb, j->glb_len, meta, j->meta_len, sid,
                             extra_ms, &len);
     shmq_release(g_server.q, d->slot); /* the arena block is no longer needed */
     double t1 = now_mono();
-    if (!text) {
-        finish_session_job(s, j->job_id, 0, "could not encode the result");
-        char *e = msg_error("Failed to generate point cloud: could not encode the result");
-        ws_send_to_session(s, e, strlen(e));
-        free(e);
-    } else {
+    session *s = sessions_get(sid);
+    if (s) {
         /* The job ends before the result goes out: a client may send its next generate the
          * moment it has the result, and that must not find this job still running. */
-        finish_session_job(s, j->job_id, 1, NULL);
-        int sent = ws_send_to_session(s, text, len) == 0;
-        log_info("session %s: %s sent (%d images, GLB %llu B, message %zu B): queue %.0f ms, "
-                 "decode %.0f, model %.0f, fusion %.0f, glb %.0f, encode %.0f, send %.0f ms%s",
-                 s->id, type, j->params.image_count, (unsigned long long)j->glb_len, len,
-                 (j->t_claimed - j->t_queued) * 1e3, j->decode_ms, j->model_ms, j->fusion_ms,
-                 j->glb_ms, (t1 - t0) * 1e3, (now_mono() - t1) * 1e3,
-                 sent ? "" : " (no socket attached: result dropped, generate again after reconnecting)");
+        finish_session(s, j->params.finalize, text != NULL, "could not encode the result");
+        sessions_put(s);
     }
-    free(text);
-    sessions_put(s);
+    if (!text) {
+        send_error(sid, "Failed to generate point cloud: could not encode the result");
+    } else {
+        /* The connection loop logs the outcome once the last byte is written (or lost). */
+        char *note = malloc(600);
+        if (note)
+            snprintf(note, 600,
+                     "session %s: %s (%d images, GLB %llu B, message %zu B; queue %.0f ms, decode %.0f, "
+                     "model %.0f, fusion %.0f, glb %.0f, encode %.0f ms)",
+                     sid, type, j->params.image_count, (unsigned long long)j->glb_len, len,
+                     (j->t_claimed - j->t_queued) * 1e3, j->decode_ms, j->model_ms, j->fusion_ms,
+                     j->glb_ms, (t1 - t0) * 1e3);
+        client_send_owned(sid, text, len, note);
+    }
     free(d);
     atomic_fetch_sub(&deliveries_in_flight, 1);
     return NULL;
 }
 
 static void handle_finished(int slot, const shmq_job *j) {
-    session *s = slot_take(slot, j->job_id);
-    if (!s) { /* cancelled or deleted meanwhile */
-        shmq_release(g_server.q, slot);
-        return;
-    }
+    const char *sid = j->params.session_id;
     if (j->state == JOB_FAILED) {
-        pthread_mutex_lock(&s->lock);
-        int finalize = s->job_finalize;
-        pthread_mutex_unlock(&s->lock);
         char msg[700];
         snprintf(msg, sizeof msg, "%s: %s",
-                 finalize ? "Failed to finalize" : "Failed to generate point cloud", j->error);
+                 j->params.finalize ? "Failed to finalize" : "Failed to generate point cloud", j->error);
         shmq_release(g_server.q, slot);
-        finish_session_job(s, j->job_id, 0, j->error);
-        char *e = msg_error(msg);
-        ws_send_to_session(s, e, strlen(e));
-        free(e);
-        log_warn("session %s: job %llu failed: %s", s->id, (unsigned long long)j->job_id, j->error);
-        sessions_put(s);
+        session *s = sessions_get(sid);
+        if (s) {
+            finish_session(s, j->params.finalize, 0, j->error);
+            sessions_put(s);
+        }
+        send_error(sid, msg);
+        log_warn("session %s: job %llu failed: %s", sid, (unsigned long long)j->job_id, j->error);
         return;
     }
     result_delivery *d = malloc(sizeof *d);
+    if (!d) {
+        shmq_release(g_server.q, slot);
+        send_error(sid, "Failed to generate point cloud: out of memory in the front");
+        return;
+    }
+    d->slot = slot;
+    d->job = *j;
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    d->s = s;
-    d->slot = slot;
-    d->job = *j;
+    pthread_attr_setstacksize(&attr, 256 << 10); /* encoding works on the heap */
     atomic_fetch_add(&deliveries_in_flight, 1);
     if (pthread_create(&t, &attr, deliver_result, d)) deliver_result(d);
     pthread_attr_destroy(&attr);
+}
+
+static void handle_event(const shmq_event *e) {
+    if (e->slot >= SHMQ_MAX_JOBS) return;
+    shmq_job j;
+    /* Only events of the session's live job count: a cancelled job's late reports are dropped. */
+    if (shmq_find_session_job(g_server.q, e->session_id, &j) != (int)e->slot || j.job_id != e->job_id) return;
+    double p = monotonic_progress((int)e->slot, e->job_id, e->kind == EVENT_REQUEUED ? 0 : e->progress);
+    if (e->kind == EVENT_REQUEUED) {
+        char text[200];
+        snprintf(text, sizeof text, "The worker processing this request stopped; retrying (attempt %u of %d)",
+                 e->attempt, SHMQ_MAX_ATTEMPTS);
+        log_warn("session %s: job %llu requeued after its worker died (attempt %u)", e->session_id,
+                 (unsigned long long)e->job_id, e->attempt);
+        send_progress(e->session_id, j.params.finalize ? "finalizing" : "retrying", p, text);
+        return;
+    }
+    /* A finalize reports under the reference's single stage name. */
+    send_progress(e->session_id, j.params.finalize ? "finalizing" : e->stage, p, e->message);
 }
 
 static void *dispatch_loop(void *arg) {
@@ -208,20 +233,8 @@ static void *dispatch_loop(void *arg) {
     while (!g_server.stopping) {
         shmq_wait_activity(g_server.q, 0.25);
         int n;
-        while ((n = shmq_take_events(g_server.q, ev, 64)) > 0) {
-            for (int i = 0; i < n; i++) {
-                session *s = slot_peek((int)ev[i].slot, ev[i].job_id);
-                if (!s) continue;
-                pthread_mutex_lock(&s->lock);
-                int finalize = s->job_finalize;
-                pthread_mutex_unlock(&s->lock);
-                /* A finalize reports under the reference's single stage name. */
-                char *m = msg_progress(finalize ? "finalizing" : ev[i].stage, ev[i].progress, ev[i].message);
-                ws_send_to_session(s, m, strlen(m));
-                free(m);
-                sessions_put(s);
-            }
-        }
+        while ((n = shmq_take_events(g_server.q, ev, 64)) > 0)
+            for (int i = 0; i < n; i++) handle_event(&ev[i]);
         shmq_job j;
         int slot;
         while ((slot = shmq_take_finished(g_server.q, &j)) >= 0) handle_finished(slot, &j);

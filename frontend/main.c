@@ -8,14 +8,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
+#include "frontend/conn.h"
+#include "frontend/handler_pool.h"
 #include "frontend/http_api.h"
 #include "frontend/jobs.h"
+#include "frontend/net_loop.h"
 #include "frontend/server.h"
+#include "frontend/session_close.h"
 #include "frontend/session.h"
 #include "frontend/supervisor.h"
 #include "frontend/ws.h"
@@ -48,7 +53,9 @@ static void *cleanup_loop(void *arg) {
                 char id[37];
                 snprintf(id, sizeof id, "%s", expired[i]->id);
                 sessions_put(expired[i]);
-                if (http_api_delete_session(id, "Session expired after inactivity") == 0)
+                /* The idle test excluded sessions with a job; one may have started since. */
+                if (jobs_session_busy(id)) continue;
+                if (session_close(id, "Session expired after inactivity") == 0)
                     log_info("session %s expired (idle > %.0f s) and was removed", id, g_server.opt.session_timeout);
             }
         } while (n == 256 && !g_server.stopping);
@@ -62,6 +69,27 @@ static int log_civetweb(const struct mg_connection *conn, const char *message) {
     (void)conn;
     log_warn("civetweb: %s", message);
     return 1;
+}
+
+/* Every connection is a file descriptor (two while an HTTP request is forwarded to CivetWeb):
+ * lift the soft limit to the hard one, and size the connection table to what it allows. */
+static int connection_capacity(const server_options *o) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    getrlimit(RLIMIT_NOFILE, &rl);
+    /* WebSockets + HTTP connections (some waiting for a CivetWeb thread) + heads being read. */
+    long want = (long)o->max_websockets + 4L * o->threads + 1024;
+    long fit = (long)rl.rlim_cur - 2L * o->threads - 256; /* backend sockets, files, shm, pipes */
+    if (fit < 64) fit = 64;
+    if (want > fit) {
+        log_warn("open-files limit %ld allows %ld connections, fewer than the %ld configured "
+                 "(raise `ulimit -n`)", (long)rl.rlim_cur, fit, want);
+        want = fit;
+    }
+    return (int)want;
 }
 
 int main(int argc, char **argv) {
@@ -80,6 +108,16 @@ int main(int argc, char **argv) {
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+    /* The port first: a second server started by mistake fails here, before it touches the
+     * running one's shared memory or workers. */
+    char err[512];
+    int lfd = net_listen(o->host, o->port, err, sizeof err);
+    if (lfd < 0) {
+        log_error("%s (is another da3-server running on this port?)", err);
+        return 1;
+    }
+    int port = net_bound_port(lfd);
+
     int loaded = sessions_init(o->data_dir, o->max_sessions, o->max_images, o->fsync_writes);
     if (loaded < 0) {
         log_error("cannot use --data-dir %s: %s", o->data_dir, strerror(errno));
@@ -87,9 +125,7 @@ int main(int argc, char **argv) {
     }
     if (loaded) log_info("reloaded %d session(s) from %s", loaded, o->data_dir);
 
-    char err[512];
-    if (o->port) snprintf(g_server.shm_name, sizeof g_server.shm_name, "/da3-server-%d", o->port);
-    else snprintf(g_server.shm_name, sizeof g_server.shm_name, "/da3-server-pid%d", (int)getpid());
+    snprintf(g_server.shm_name, sizeof g_server.shm_name, "/da3-server-%d", port);
     g_server.q = shmq_create(g_server.shm_name, (size_t)o->arena_mb << 20, err, sizeof err);
     if (!g_server.q) {
         log_error("shared memory: %s", err);
@@ -101,44 +137,66 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    char ports[128], threads[16];
-    snprintf(ports, sizeof ports, "%s:%d", o->host, o->port);
+    /* CivetWeb serves the plain HTTP endpoints and the page on a private loopback port; the
+     * connection loop owns the public socket and forwards requests to it. */
+    char threads[16];
     snprintf(threads, sizeof threads, "%d", o->threads);
     struct stat st;
     int have_web = stat(o->web_dir, &st) == 0 && S_ISDIR(st.st_mode);
-    const char *mg_opts[] = {"listening_ports", ports,
+    const char *mg_opts[] = {"listening_ports", "127.0.0.1:0",
                              "num_threads", threads,
-                             "enable_websocket_ping_pong", "yes",
-                             "websocket_timeout_ms", "30000",
-                             "request_timeout_ms", "60000",
+                             "request_timeout_ms", "30000",
                              "tcp_nodelay", "1",
-                             "enable_keep_alive", "yes",
+                             "enable_keep_alive", "no",
                              "document_root", have_web ? o->web_dir : NULL,
                              NULL};
     if (!have_web) log_warn("--web-dir %s is not a directory: no web page is served", o->web_dir);
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = log_civetweb;
-    mg_init_library(MG_FEATURES_WEBSOCKET);
+    mg_init_library(0);
     g_server.ctx = mg_start(&cb, NULL, mg_opts);
-    if (!g_server.ctx) {
-        log_error("cannot listen on %s (port in use or bad --host?)", ports);
+    struct mg_server_port sp[2];
+    int backend_port = g_server.ctx && mg_get_server_ports(g_server.ctx, 2, sp) > 0 ? sp[0].port : -1;
+    int max_conns = connection_capacity(o);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int handlers = o->handler_threads > 0 ? o->handler_threads : (int)(cores * 2 > 4 ? cores * 2 : 4);
+    net_config nc = {
+        .listen_fd = lfd,
+        .backend_port = backend_port,
+        .max_conns = max_conns,
+        .max_websockets = o->max_websockets < max_conns ? o->max_websockets : max_conns,
+        .max_relays = 4 * o->threads,
+        .max_message = (size_t)o->max_message_mb << 20,
+        .max_http_body = 2u << 20,
+        .request_timeout = o->request_timeout,
+        .idle_timeout = 30,
+        .ping_interval = o->ws_ping_interval,
+        .pong_timeout = o->ws_ping_interval,
+        .close_timeout = 5,
+        .send_timeout = o->send_timeout,
+        .ws_prefix = "/ws/reconstruct/",
+    };
+    /* A client's outgoing queue holds at most about two messages of the largest size. */
+    size_t out_cap = (size_t)2 * nc.max_message;
+    if (backend_port < 0 || conn_table_init(max_conns, out_cap) ||
+        handler_pool_start(handlers, 1u << 20, max_conns, &ws_handlers) || net_loop_start(&nc)) {
+        log_error("cannot start the front (CivetWeb on loopback, connection table or loop)");
         g_server.stopping = 1;
+        if (g_server.ctx) mg_stop(g_server.ctx);
         supervisor_stop();
         jobs_stop_dispatcher();
         shmq_close(g_server.q, 1);
         return 1;
     }
     http_api_register(g_server.ctx);
-    ws_register(g_server.ctx);
-    struct mg_server_port sp[4];
-    int np = mg_get_server_ports(g_server.ctx, 4, sp);
-    int port = np > 0 ? sp[0].port : o->port;
     pthread_t cleaner;
     pthread_create(&cleaner, NULL, cleanup_loop, NULL);
-    log_info("da3-server listening on http://%s:%d/ (web page), %d worker(s), model %s on %s%s",
+    log_info("da3-server listening on http://%s:%d/ (web page), %d worker(s), model %s on %s%s; "
+             "up to %d WebSockets, %d connections, %d message handlers",
              o->host, port, o->workers, o->model, o->device,
-             strcmp(o->model, "demo") ? "" : " [demo: UNTRAINED random weights]");
+             strcmp(o->model, "demo") ? "" : " [demo: UNTRAINED random weights]",
+             nc.max_websockets, max_conns, handlers);
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -148,9 +206,12 @@ int main(int argc, char **argv) {
     pthread_cond_signal(&sweep_cond);
     pthread_mutex_unlock(&sweep_lock);
     pthread_join(cleaner, NULL);
+    net_loop_stop();
+    handler_pool_stop();
     mg_stop(g_server.ctx);
     jobs_stop_dispatcher();
     supervisor_stop();
+    conn_table_free();
     shmq_close(g_server.q, 1);
     mg_exit_library();
     log_info("stopped");

@@ -19,11 +19,12 @@ char *msg_connected(const char *session_id, int image_count, int max_images) {
 }
 
 char *msg_ack(const char *session_id, int image_count, const char *image_path, const char *filename,
-              int has_camera) {
+              int has_camera, int filename_truncated) {
     json_t *o = json_pack("{s:s,s:i,s:s,s:s}", "type", "ack", "image_count", image_count,
                           "session_id", session_id, "image_path", image_path);
     if (o && filename) json_object_set_new(o, "filename", json_string(filename));
     if (o && has_camera) json_object_set_new(o, "camera", json_true());
+    if (o && filename_truncated) json_object_set_new(o, "filename_truncated", json_true());
     return dump(o);
 }
 

@@ -10,9 +10,10 @@
 char *msg_connected(const char *session_id, int image_count, int max_images);
 
 /* {"type":"ack","image_count":..,"session_id":..,"image_path":..} (+ "filename" display name,
- * + "camera":true when a known camera was stored with the image) */
+ * + "camera":true when a known camera was stored with the image, + "filename_truncated":true
+ * when the client's filename was longer than the server keeps) */
 char *msg_ack(const char *session_id, int image_count, const char *image_path, const char *filename,
-              int has_camera);
+              int has_camera, int filename_truncated);
 
 /* {"type":"progress","stage":..,"progress":..,"message":..} */
 char *msg_progress(const char *stage, double progress, const char *message);

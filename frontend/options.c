@@ -20,7 +20,12 @@ void options_default(server_options *o) {
     o->max_images = 100;
     o->max_message_mb = 64;
     o->arena_mb = 1024;
-    o->threads = 128;
+    o->threads = 64;
+    o->max_websockets = 4096;
+    o->handler_threads = 0;
+    o->request_timeout = 10;
+    o->ws_ping_interval = 20;
+    o->send_timeout = 30;
     o->worker_threads = 0;
     o->log_level = "info";
     o->precision = "fp32";
@@ -47,7 +52,14 @@ static void print_help(void) {
            "  --max-images N           most images per session, also the default max_images (default %d)\n"
            "  --max-message-mb N       largest WebSocket message; bigger ones close with 1009 (default %d)\n"
            "  --arena-mb N             shared-memory arena for results (GLBs) in MB (default %d)\n"
-           "  --threads N              connection threads = concurrent sockets + HTTP requests (default %d)\n"
+           "  --threads N              HTTP handler threads (CivetWeb) = plain HTTP requests at once; more\n"
+           "                           wait in the front, past 4x get 503 (default %d)\n"
+           "  --max-websockets N       concurrent WebSockets; more get HTTP 503 before the upgrade (default %d)\n"
+           "  --handler-threads N      threads handling WebSocket messages, 0 = max(4, 2 x cores) (default %d)\n"
+           "  --request-timeout S      a request head or body must arrive within S seconds (default %.0f)\n"
+           "  --ws-ping-interval S     ping a silent WebSocket after S s, drop it after 2 S (default %.0f)\n"
+           "  --send-timeout S         drop a client that reads none of its queued output for S s;\n"
+           "                           its session is kept (default %.0f)\n"
            "  --worker-threads N       intra-op threads per worker, 0 = cores / workers (default %d)\n"
            "  --precision P            CPU backbone precision: fp32, or bf16 (DA3's GPU numerics,\n"
            "                           ~1.5x faster on AVX512-BF16 CPUs) (default %s)\n"
@@ -56,7 +68,8 @@ static void print_help(void) {
            "  --help                   this text\n",
            d.host, d.port, d.workers, d.device, d.model, d.data_dir, d.web_dir, d.max_sessions,
            d.session_timeout, d.cleanup_interval, d.max_images, d.max_message_mb, d.arena_mb,
-           d.threads, d.worker_threads, d.precision, d.log_level);
+           d.threads, d.max_websockets, d.handler_threads, d.request_timeout, d.ws_ping_interval,
+           d.send_timeout, d.worker_threads, d.precision, d.log_level);
 }
 
 /* Parses a whole-string integer in [lo, hi]; prints why not and returns -1. */
@@ -85,6 +98,7 @@ static int parse_seconds(const char *name, const char *s, double *out) {
 int options_parse(server_options *o, int argc, char **argv) {
     enum { O_HOST = 1000, O_PORT, O_WORKERS, O_DEVICE, O_MODEL, O_DATA, O_WEB, O_WBIN, O_MAXS,
            O_TIMEOUT, O_CLEAN, O_MAXI, O_MAXMSG, O_ARENA, O_THREADS, O_WTHREADS, O_PRECISION, O_FSYNC, O_LOG,
+           O_MAXWS, O_HTHREADS, O_REQTO, O_PING, O_SENDTO,
            O_HELP };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST},
@@ -103,6 +117,11 @@ int options_parse(server_options *o, int argc, char **argv) {
         {"arena-mb", required_argument, 0, O_ARENA},
         {"threads", required_argument, 0, O_THREADS},
         {"worker-threads", required_argument, 0, O_WTHREADS},
+        {"max-websockets", required_argument, 0, O_MAXWS},
+        {"handler-threads", required_argument, 0, O_HTHREADS},
+        {"request-timeout", required_argument, 0, O_REQTO},
+        {"ws-ping-interval", required_argument, 0, O_PING},
+        {"send-timeout", required_argument, 0, O_SENDTO},
         {"precision", required_argument, 0, O_PRECISION},
         {"fsync", no_argument, 0, O_FSYNC},
         {"log-level", required_argument, 0, O_LOG},
@@ -126,7 +145,12 @@ int options_parse(server_options *o, int argc, char **argv) {
         case O_MAXI: rc = parse_int("max-images", optarg, 1, 100000, &o->max_images); break;
         case O_MAXMSG: rc = parse_int("max-message-mb", optarg, 1, 2000, &o->max_message_mb); break;
         case O_ARENA: rc = parse_int("arena-mb", optarg, 16, 1 << 20, &o->arena_mb); break;
-        case O_THREADS: rc = parse_int("threads", optarg, 4, 10000, &o->threads); break;
+        case O_THREADS: rc = parse_int("threads", optarg, 2, 10000, &o->threads); break;
+        case O_MAXWS: rc = parse_int("max-websockets", optarg, 1, 1000000, &o->max_websockets); break;
+        case O_HTHREADS: rc = parse_int("handler-threads", optarg, 0, 1024, &o->handler_threads); break;
+        case O_REQTO: rc = parse_seconds("request-timeout", optarg, &o->request_timeout); break;
+        case O_PING: rc = parse_seconds("ws-ping-interval", optarg, &o->ws_ping_interval); break;
+        case O_SENDTO: rc = parse_seconds("send-timeout", optarg, &o->send_timeout); break;
         case O_WTHREADS: rc = parse_int("worker-threads", optarg, 0, 1024, &o->worker_threads); break;
         case O_PRECISION:
             o->precision = optarg;

@@ -17,7 +17,12 @@ typedef struct {
     int max_images;           /* cap on a session's max_images (and its default) */
     int max_message_mb;       /* largest WebSocket message accepted */
     int arena_mb;             /* shared result arena for GLBs */
-    int threads;              /* CivetWeb connection threads = concurrent sockets + HTTP */
+    int threads;              /* CivetWeb threads = plain HTTP requests handled at once */
+    int max_websockets;       /* concurrent WebSockets; more get 503 before the upgrade */
+    int handler_threads;      /* threads handling WebSocket messages (bounds validations at once) */
+    double request_timeout;   /* seconds for a request head (or body) to arrive */
+    double ws_ping_interval;  /* a silent WebSocket is pinged after this; dropped after twice it */
+    double send_timeout;      /* a client that reads nothing of its queued output this long is dropped */
     int worker_threads;       /* intra-op threads per worker (0: online cores / workers) */
     int fsync_writes;         /* fsync session files (survive power loss, not just crashes) */
     const char *precision;    /* CPU backbone precision: "fp32" (DA3's CPU numbers) or "bf16" */

@@ -1,5 +1,10 @@
-/* Sessions: the registry (bounded, reference-counted), their on-disk state under
- * <data-dir>/sessions/<id>/ (session.json + images/, written atomically) and reload at start. */
+/* Sessions: the registry (bounded, reference-counted: session_registry.c), their on-disk state
+ * under <data-dir>/sessions/<id>/ (session_store.c), image intake (session_images.c) and the JSON
+ * views of the HTTP API (session_json.c).
+ *
+ * Locks: the registry lock is a leaf: it is never held while any other lock is taken, so any
+ * thread may call sessions_get/sessions_put while holding a session's lock. A session's `lock`
+ * guards its state; `write_lock` guards the attached socket. */
 #ifndef DA3_SESSION_H
 #define DA3_SESSION_H
 
@@ -9,13 +14,14 @@
 #include <stdint.h>
 
 #include "common/camera_json.h"
+#include "common/protocol.h"
 #include "frontend/session_config.h"
 
 typedef enum { SESSION_ACTIVE = 0, SESSION_PROCESSING, SESSION_COMPLETED, SESSION_ERROR } session_status;
 
 typedef struct {
     char file[16];   /* stored name chosen by the server, e.g. "000003.jpg" */
-    char *display;   /* the client's filename, display text only (may be NULL) */
+    char *display;   /* the client's filename (at most PROTOCOL_MAX_FILENAME_BYTES), display text only (may be NULL) */
     int has_camera;  /* known camera stored beside it (<file>.camera.json, common/camera_json.h) */
 } session_image;
 
@@ -26,6 +32,7 @@ typedef struct session {
     char dir[512];
     char image_dir[600];
     session_config cfg;
+    int fsync_writes; /* --fsync: every file of this session is fsync'ed before it is renamed in */
     /* Guarded by lock: */
     pthread_mutex_t lock;
     session_status status;
@@ -33,6 +40,7 @@ typedef struct session {
     char *error_message;
     int image_count, image_cap;
     session_image *images;
+    int deleted;           /* set (under lock) by sessions_remove; nothing is written after it */
     int job_slot;          /* shm job slot while a job is queued or running, else -1 */
     uint64_t job_id;
     int job_finalize, job_incremental, job_images;
@@ -42,12 +50,18 @@ typedef struct session {
     struct ws_client *client;
     /* Guarded by the registry lock: */
     int refs;
-    int deleted;
 } session;
 
-/* Loads every persisted session from data_dir; sessions that were processing become active.
- * Returns the number loaded, or -1 if data_dir cannot be created. */
+/* ---- registry (session_registry.c) ---- */
+
+/* Loads every persisted session from data_dir (removing tombstones of deletions a crash
+ * interrupted); sessions that were processing become active. Returns the number loaded, or -1
+ * if data_dir cannot be created. */
 int sessions_init(const char *data_dir, int max_sessions, int server_max_images, int fsync_writes);
+
+/* Frees every session and the registry (tests, clean exit): only when no other thread can
+ * still reach a session. */
+void sessions_shutdown(void);
 
 /* Creates a session (and its folder). Returns it with one reference, or NULL with *http_status
  * (503 when at max sessions, 500 on I/O errors) and a message in err. */
@@ -56,11 +70,14 @@ session *sessions_create(const session_config *cfg, int *http_status, char *err,
 /* Looks a session up and takes a reference; NULL when unknown (or not a uuid). */
 session *sessions_get(const char *id);
 
-/* Drops a reference; the last one frees a deleted session. */
+/* Drops a reference; the last one frees a removed session. NULL is a no-op. */
 void sessions_put(session *s);
 
-/* Removes a session from the registry and the disk. Returns the (still referenced) session so
- * the caller can detach its socket and cancel its job, then sessions_put; NULL when unknown. */
+/* Removes a session from the registry and the disk, whatever is in flight: marks it deleted
+ * under s->lock (so an upload finishes first or sees `deleted`), renames its folder to a
+ * tombstone and removes that. The caller must not hold s->lock. Returns the (still referenced)
+ * session so the caller can detach its socket and cancel its job, then sessions_put; NULL when
+ * unknown. */
 session *sessions_remove(const char *id);
 
 /* Collects (with a reference each) up to max sessions idle for more than timeout_s and not
@@ -73,21 +90,65 @@ int sessions_snapshot(session **out, int max);
 /* Number of live sessions. */
 int sessions_count(void);
 
-/* Stores an image for the session (caller holds s->lock): validates it, writes it (and its known
- * camera, when cam is not NULL) under server-chosen names, persists session.json. A session's
- * images come all with cameras or all without: a mix is refused. Returns 0 with stored_name
- * filled, or -1 with a client message in err; nothing is changed on error. */
-int session_add_image(session *s, const uint8_t *data, size_t len, const char *display,
-                      const known_camera *cam, char *stored_name, size_t name_cap, char *err, size_t errlen);
-
-/* Persists session.json (caller holds s->lock). Returns 0 or -1. */
-int session_save(session *s);
+/* --max-sessions. */
+int sessions_capacity(void);
 
 /* Marks activity now (caller holds s->lock). */
 void session_touch(session *s);
 
+/* ---- persistence (session_store.c) ---- */
+
+/* Persists session.json: config, status, timestamps; not the images, which have one small file
+ * each (caller holds s->lock). Does nothing for a deleted session. Returns 0 or -1. */
+int session_save(session *s);
+
+/* ---- image intake (session_images.c) ---- */
+
+/* One upload as received. */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+    const char *filename;     /* the client's, any length (NULL: none) */
+    const known_camera *cam;  /* NULL: sent without a camera */
+} session_upload;
+
+/* What was stored, for the ack. */
+typedef struct {
+    char stored_name[32];                                /* "000003.jpg" (the ack's image_path) */
+    char filename[PROTOCOL_MAX_FILENAME_BYTES + 1];      /* display name as stored */
+    int has_filename;
+    int filename_truncated;                              /* the client's was longer: cut */
+    int image_count;                                     /* the session's count after this one */
+} session_stored;
+
+/* Checks an upload's bytes without touching any session (call it without holding s->lock: it
+ * decodes, and waits for a validation slot): a complete JPEG/PNG within the limits, and upright
+ * when it comes with a camera. Returns 0, or -1 with a client message in err. */
+int session_validate_upload(const uint8_t *data, size_t len, const known_camera *cam, char *err, size_t errlen);
+
+/* Stores an upload that session_validate_upload accepted (caller holds s->lock): re-checks
+ * `deleted`, the image limit and the all-or-none camera rule, writes the camera, a small meta
+ * file (display name, camera flag) and the image under server-chosen names, in that order (the
+ * image file is what makes the upload count). The cost does not grow with the session. Returns
+ * 0 with *out filled, or -1 with a client message in err; nothing is changed on error. */
+int session_store_image(session *s, const session_upload *up, session_stored *out, char *err, size_t errlen);
+
+/* session_validate_upload + session_store_image in one call (caller holds s->lock), for callers
+ * of the previous API; stored_name receives out.stored_name. */
+int session_add_image(session *s, const uint8_t *data, size_t len, const char *display,
+                      const known_camera *cam, char *stored_name, size_t name_cap, char *err, size_t errlen);
+
+/* Length in bytes of the longest prefix of name that fits max bytes and ends on a UTF-8
+ * character boundary (strlen(name) when it already fits). */
+size_t session_filename_bound(const char *name, size_t max);
+
+/* ---- JSON views (session_json.c) ---- */
+
 /* "active", "processing", "completed" or "error". */
 const char *session_status_name(session_status st);
+
+/* The status named by text; SESSION_ACTIVE when unknown. */
+session_status session_status_parse(const char *text);
 
 /* The GET /ws/session/{id} body (caller holds s->lock). */
 json_t *session_info_json(const session *s);

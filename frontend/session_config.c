@@ -8,11 +8,11 @@
 
 void session_config_default(session_config *c, int server_max_images) {
     c->max_images = server_max_images;
-    c->process_res = 504;
-    c->method = RESIZE_UPPER_BOUND_RESIZE;
-    c->conf_thresh_percentile = 10.0;
-    c->num_max_points = 10000000L;
-    c->show_cameras = 1;
+    c->process_res = PROTOCOL_DEFAULT_PROCESS_RES;
+    c->method = PROTOCOL_DEFAULT_RESIZE_METHOD;
+    c->conf_thresh_percentile = PROTOCOL_DEFAULT_CONF_THRESH_PERCENTILE;
+    c->num_max_points = PROTOCOL_DEFAULT_NUM_MAX_POINTS;
+    c->show_cameras = PROTOCOL_DEFAULT_SHOW_CAMERAS;
 }
 
 /* Reads an integer from text or a JSON integer (a JSON real with no fraction is accepted). */

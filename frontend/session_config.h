@@ -6,7 +6,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "worker/preprocess.h"
+#include "common/protocol.h"
 
 #define SESSION_MAX_PROCESS_RES 2016
 #define SESSION_MAX_POINTS 50000000L

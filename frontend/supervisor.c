@@ -1,71 +1,67 @@
 #include "frontend/supervisor.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
-#include "frontend/server.h"
 
 typedef struct {
     pid_t pid;
-    double started;      /* monotonic */
-    double restart_at;   /* monotonic time of the next start attempt while pid == 0 */
-    int quick_deaths;    /* consecutive deaths soon after start: drives the back-off */
+    double started;    /* monotonic */
+    double restart_at; /* monotonic time of the next start attempt while pid == 0 */
+    int quick_deaths;  /* consecutive deaths soon after start: drives the back-off */
+    int starts;
 } worker_proc;
 
+/* All state below is guarded by `lock`; the supervisor thread sleeps on `wake` between passes. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake;
+static supervisor_config cfg;
 static worker_proc procs[SHMQ_MAX_WORKERS];
-static pthread_mutex_t procs_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_t watcher;
-static volatile int watching;
-static char worker_bin[PATH_MAX + 16];
+static pthread_t thread;
+static int running, stop_requested, started_all;
 
-static void resolve_worker_bin(void) {
-    if (g_server.opt.worker_bin) {
-        snprintf(worker_bin, sizeof worker_bin, "%s", g_server.opt.worker_bin);
-        return;
-    }
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n >= (ssize_t)sizeof self - 16) n = 0;
-    self[n > 0 ? n : 0] = 0;
-    char *slash = strrchr(self, '/');
-    if (slash) *slash = 0;
-    snprintf(worker_bin, sizeof worker_bin, "%s/da3-worker", n > 0 ? self : ".");
+void supervisor_config_default(supervisor_config *c) {
+    memset(c, 0, sizeof *c);
+    c->quick_death_s = 10;
+    c->backoff_base_s = 1;
+    c->backoff_max_s = 60;
+    c->stop_grace_s = 5;
 }
 
+/* Forks and execs worker i. Runs on the supervisor thread only (see supervisor.h). */
 static void spawn(int i) {
-    char device[32], index[16], threads[16];
-    options_worker_device(&g_server.opt, i, device, sizeof device);
+    char index[16], front[16];
     snprintf(index, sizeof index, "%d", i);
-    /* By default the cores are shared out between the workers: libtorch alone would pick one
-     * thread per process on some machines and all cores per process on others. */
-    int nthreads = g_server.opt.worker_threads;
-    if (nthreads <= 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        nthreads = cores > g_server.opt.workers ? (int)(cores / g_server.opt.workers) : 1;
-    }
-    snprintf(threads, sizeof threads, "%d", nthreads);
-    shmq_worker *w = shmq_worker_slot(g_server.q, i);
-    shmq_lock(g_server.q);
-    w->state = WORKER_STARTING;
-    w->started = now_mono();
-    snprintf(w->device, sizeof w->device, "%s", device);
-    shmq_unlock(g_server.q);
+    snprintf(front, sizeof front, "%d", (int)getpid());
+    /* Everything the child needs is built before fork: between fork and exec it may only make
+     * async-signal-safe calls (another thread of ours may hold the malloc lock). */
+    char *argv[12 + SUPERVISOR_MAX_ARGS];
+    int n = 0;
+    argv[n++] = (char *)cfg.worker_bin;
+    argv[n++] = "--shm";
+    argv[n++] = (char *)cfg.shm_name;
+    argv[n++] = "--index";
+    argv[n++] = index;
+    argv[n++] = "--front-pid";
+    argv[n++] = front;
+    argv[n++] = "--device";
+    argv[n++] = cfg.devices[i];
+    for (int k = 0; k < SUPERVISOR_MAX_ARGS && cfg.args[k]; k++) argv[n++] = (char *)cfg.args[k];
+    argv[n] = NULL;
+    static const char failed[] = "da3-server: cannot exec the worker program\n";
     pid_t pid = fork();
     if (pid == 0) {
-        char *argv[] = {worker_bin, "--shm", g_server.shm_name, "--index", index,
-                        "--model", (char *)g_server.opt.model, "--device", device, "--threads",
-                        threads, "--precision", (char *)g_server.opt.precision, "--log-level", (char *)g_server.opt.log_level, NULL};
-        execv(worker_bin, argv);
-        fprintf(stderr, "da3-server: cannot exec %s: %s\n", worker_bin, strerror(errno));
+        execv(cfg.worker_bin, argv);
+        ssize_t w = write(2, failed, sizeof failed - 1);
+        (void)w;
         _exit(127);
     }
     if (pid < 0) {
@@ -73,103 +69,170 @@ static void spawn(int i) {
         procs[i].restart_at = now_mono() + 5;
         return;
     }
-    shmq_lock(g_server.q);
-    w->pid = pid;
-    shmq_unlock(g_server.q);
     procs[i].pid = pid;
     procs[i].started = now_mono();
-    log_info("started worker %d (pid %d) on %s", i, (int)pid, device);
+    procs[i].starts++;
+    shmq_worker_set_starting(cfg.q, i, (int)pid, cfg.devices[i]);
+    log_info("started worker %d (pid %d) on %s", i, (int)pid, cfg.devices[i]);
 }
 
-static void on_worker_exit(pid_t pid, int status) {
-    for (int i = 0; i < g_server.opt.workers; i++) {
-        if (procs[i].pid != pid) continue;
-        procs[i].pid = 0;
-        int affected = shmq_recover_dead_worker(g_server.q, pid);
-        double lived = now_mono() - procs[i].started;
-        if (WIFSIGNALED(status))
-            log_warn("worker %d (pid %d) killed by signal %d after %.1f s; %d job(s) recovered", i,
-                     (int)pid, WTERMSIG(status), lived, affected);
-        else
-            log_warn("worker %d (pid %d) exited with status %d after %.1f s; %d job(s) recovered", i,
-                     (int)pid, WEXITSTATUS(status), lived, affected);
-        /* Restart at once after a crash in service; back off exponentially (to 60 s) when it
-         * dies right after start, e.g. a model that cannot load, so we do not spin. */
-        procs[i].quick_deaths = lived < 10 ? procs[i].quick_deaths + 1 : 0;
-        double delay = procs[i].quick_deaths ? (1 << (procs[i].quick_deaths < 6 ? procs[i].quick_deaths : 6)) : 0;
-        if (delay > 60) delay = 60;
-        procs[i].restart_at = now_mono() + delay;
-        return;
-    }
+/* Worker i's process has ended with `status`: record why, recover its jobs, schedule a restart. */
+static void on_exit_status(int i, int status) {
+    pid_t pid = procs[i].pid;
+    procs[i].pid = 0;
+    double lived = now_mono() - procs[i].started;
+    char reason[128];
+    if (WIFSIGNALED(status))
+        snprintf(reason, sizeof reason, "killed by signal %d after %.1f s", WTERMSIG(status), lived);
+    else
+        snprintf(reason, sizeof reason, "exited with status %d after %.1f s", WEXITSTATUS(status), lived);
+    shmq_worker_mark_dead(cfg.q, i, (int)pid, reason);
+    int affected = shmq_recover_dead_worker(cfg.q, (int)pid);
+    log_warn("worker %d (pid %d) %s; %d job(s) recovered", i, (int)pid, reason, affected);
+    /* Restart at once after a death in service; back off exponentially when it dies right after
+     * start (e.g. a model that cannot load), so a broken deployment does not spin. */
+    procs[i].quick_deaths = lived < cfg.quick_death_s ? procs[i].quick_deaths + 1 : 0;
+    int k = procs[i].quick_deaths < 16 ? procs[i].quick_deaths : 16;
+    double delay = k ? cfg.backoff_base_s * (double)(1 << k) : 0;
+    if (delay > cfg.backoff_max_s) delay = cfg.backoff_max_s;
+    procs[i].restart_at = now_mono() + delay;
 }
 
-static void *watch_loop(void *arg) {
-    (void)arg;
-    while (watching) {
+static void reap_locked(void) {
+    for (int i = 0; i < cfg.workers; i++) {
         int status;
-        pid_t pid;
-        pthread_mutex_lock(&procs_lock);
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) on_worker_exit(pid, status);
-        if (!g_server.stopping)
-            for (int i = 0; i < g_server.opt.workers; i++)
-                if (procs[i].pid == 0 && now_mono() >= procs[i].restart_at) spawn(i);
-        pthread_mutex_unlock(&procs_lock);
-        usleep(50 * 1000);
+        if (procs[i].pid > 0 && waitpid(procs[i].pid, &status, WNOHANG) == procs[i].pid)
+            on_exit_status(i, status);
     }
-    return NULL;
 }
 
-int supervisor_start(void) {
-    resolve_worker_bin();
-    if (access(worker_bin, X_OK)) {
-        log_error("worker program %s is not executable: %s (see --worker-bin)", worker_bin, strerror(errno));
-        return -1;
-    }
-    pthread_mutex_lock(&procs_lock);
-    for (int i = 0; i < g_server.opt.workers; i++) spawn(i);
-    pthread_mutex_unlock(&procs_lock);
-    watching = 1;
-    if (pthread_create(&watcher, NULL, watch_loop, NULL)) {
-        watching = 0;
-        return -1;
-    }
-    return 0;
-}
-
-int supervisor_alive(void) {
+static int alive_locked(void) {
     int n = 0;
-    pthread_mutex_lock(&procs_lock);
-    for (int i = 0; i < g_server.opt.workers; i++) n += procs[i].pid > 0;
-    pthread_mutex_unlock(&procs_lock);
+    for (int i = 0; i < cfg.workers; i++) n += procs[i].pid > 0;
     return n;
 }
 
-void supervisor_stop(void) {
-    if (watching) {
-        watching = 0;
-        pthread_join(watcher, NULL);
-    }
-    for (int i = 0; i < g_server.opt.workers; i++)
+/* Sleeps on `wake` for up to s seconds (lock held around it). */
+static void nap_locked(double s) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long ns = ts.tv_nsec + (long)(s * 1e9);
+    ts.tv_sec += ns / 1000000000L;
+    ts.tv_nsec = ns % 1000000000L;
+    pthread_cond_timedwait(&wake, &lock, &ts);
+}
+
+/* SIGTERM (a worker finishes or abandons its job cleanly), SIGKILL after the grace period, and
+ * every child reaped before the thread may exit. */
+static void terminate_all_locked(void) {
+    for (int i = 0; i < cfg.workers; i++)
         if (procs[i].pid > 0) kill(procs[i].pid, SIGTERM);
-    double deadline = now_mono() + 5;
+    double deadline = now_mono() + cfg.stop_grace_s;
     for (;;) {
-        int left = 0;
-        for (int i = 0; i < g_server.opt.workers; i++) {
-            if (procs[i].pid <= 0) continue;
+        for (int i = 0; i < cfg.workers; i++) {
             int status;
-            if (waitpid(procs[i].pid, &status, WNOHANG) == procs[i].pid) procs[i].pid = 0;
-            else left++;
+            if (procs[i].pid > 0 && waitpid(procs[i].pid, &status, WNOHANG) == procs[i].pid) {
+                shmq_worker_mark_dead(cfg.q, i, procs[i].pid, "stopped with the server");
+                procs[i].pid = 0;
+            }
         }
-        if (!left) break;
-        if (now_mono() > deadline) {
-            for (int i = 0; i < g_server.opt.workers; i++)
-                if (procs[i].pid > 0) {
-                    kill(procs[i].pid, SIGKILL);
-                    waitpid(procs[i].pid, NULL, 0);
-                    procs[i].pid = 0;
-                }
-            break;
-        }
-        usleep(20 * 1000);
+        if (!alive_locked()) return;
+        if (now_mono() > deadline) break;
+        nap_locked(0.02);
     }
+    for (int i = 0; i < cfg.workers; i++) {
+        if (procs[i].pid <= 0) continue;
+        log_warn("worker %d (pid %d) did not stop within %.1f s: killing it", i, (int)procs[i].pid,
+                 cfg.stop_grace_s);
+        kill(procs[i].pid, SIGKILL);
+        waitpid(procs[i].pid, NULL, 0);
+        shmq_worker_mark_dead(cfg.q, i, procs[i].pid, "killed at shutdown");
+        procs[i].pid = 0;
+    }
+}
+
+static void *supervise(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < cfg.workers; i++) spawn(i);
+    started_all = 1;
+    pthread_cond_broadcast(&wake);
+    while (!stop_requested) {
+        reap_locked();
+        for (int i = 0; i < cfg.workers && !stop_requested; i++)
+            if (procs[i].pid == 0 && now_mono() >= procs[i].restart_at) spawn(i);
+        nap_locked(0.025);
+    }
+    terminate_all_locked();
+    pthread_mutex_unlock(&lock);
+    return NULL;
+}
+
+int supervisor_start_with(const supervisor_config *c) {
+    if (c->workers < 1 || c->workers > SHMQ_MAX_WORKERS || !c->q || !c->worker_bin || !c->shm_name) {
+        log_error("supervisor: bad configuration (%d workers)", c->workers);
+        return -1;
+    }
+    if (access(c->worker_bin, X_OK)) {
+        log_error("worker program %s is not executable: %s (see --worker-bin)", c->worker_bin,
+                  strerror(errno));
+        return -1;
+    }
+    pthread_mutex_lock(&lock);
+    if (running) {
+        pthread_mutex_unlock(&lock);
+        log_error("supervisor: already running");
+        return -1;
+    }
+    cfg = *c;
+    memset(procs, 0, sizeof procs);
+    stop_requested = started_all = 0;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&wake, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&thread, NULL, supervise, NULL)) {
+        pthread_mutex_unlock(&lock);
+        log_error("supervisor: cannot start its thread");
+        return -1;
+    }
+    running = 1;
+    while (!started_all) pthread_cond_wait(&wake, &lock);
+    pthread_mutex_unlock(&lock);
+    return 0;
+}
+
+void supervisor_stop(void) {
+    pthread_mutex_lock(&lock);
+    int was_running = running;
+    stop_requested = 1;
+    pthread_cond_broadcast(&wake);
+    pthread_mutex_unlock(&lock);
+    if (!was_running) return;
+    pthread_join(thread, NULL);
+    pthread_mutex_lock(&lock);
+    running = 0;
+    pthread_mutex_unlock(&lock);
+}
+
+int supervisor_alive(void) {
+    pthread_mutex_lock(&lock);
+    int n = running ? alive_locked() : 0;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+int supervisor_info(int i, supervisor_worker_info *out) {
+    pthread_mutex_lock(&lock);
+    int ok = i >= 0 && i < cfg.workers;
+    if (ok) {
+        out->pid = procs[i].pid;
+        out->starts = procs[i].starts;
+        out->quick_deaths = procs[i].quick_deaths;
+        double left = procs[i].restart_at - now_mono();
+        out->restart_in_s = procs[i].pid == 0 && left > 0 ? left : 0;
+    }
+    pthread_mutex_unlock(&lock);
+    return ok ? 0 : -1;
 }

@@ -3,7 +3,7 @@
 # Idempotent and quiet when everything is present. Usage: scripts/install-deps.sh [--test]
 set -euo pipefail
 
-build_pkgs=(build-essential pkg-config libcivetweb-dev libjansson-dev libpng-dev libturbojpeg0-dev
+build_pkgs=(build-essential pkg-config libcivetweb-dev libjansson-dev libssl-dev libpng-dev libturbojpeg0-dev
             libtorch-dev libopenblas0-pthread)
 # Tests drive the real server with Python's websockets, validate GLBs with the Khronos validator
 # (node), drive the web page in a real Chromium, and put a real nginx in front for proxy tests.

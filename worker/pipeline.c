@@ -11,13 +11,13 @@
 
 void pipeline_params_default(pipeline_params *p) {
     memset(p, 0, sizeof *p);
-    p->process_res = 504;
-    p->method = RESIZE_UPPER_BOUND_RESIZE;
-    p->ref_view = REF_VIEW_SADDLE_BALANCED;
-    p->fusion.conf_thresh_percentile = 10.0;
-    p->fusion.num_max_points = 10000000;
-    p->fusion.show_cameras = 1;
-    p->fusion.seed = 42;
+    p->process_res = PROTOCOL_DEFAULT_PROCESS_RES;
+    p->method = PROTOCOL_DEFAULT_RESIZE_METHOD;
+    p->ref_view = (ref_view_strategy)PROTOCOL_DEFAULT_REF_VIEW;
+    p->fusion.conf_thresh_percentile = PROTOCOL_DEFAULT_CONF_THRESH_PERCENTILE;
+    p->fusion.num_max_points = PROTOCOL_DEFAULT_NUM_MAX_POINTS;
+    p->fusion.show_cameras = PROTOCOL_DEFAULT_SHOW_CAMERAS;
+    p->fusion.seed = PROTOCOL_SEED;
 }
 
 static void report(pipeline_progress_fn fn, void *ctx, const char *stage, double progress,

@@ -19,9 +19,6 @@
 
 #include "worker/resize.h"
 
-static const char *const method_names[] = {"upper_bound_resize", "upper_bound_crop", "lower_bound_resize",
-                                           "lower_bound_crop"};
-
 typedef enum { STEP_NONE = 0, STEP_AREA, STEP_CUBIC } resize_step;
 
 /* What preprocess_resize will do to one image. */
@@ -32,19 +29,6 @@ typedef struct {
     resize_step fixup;    /* *_resize methods: the second resize */
     int crop_x, crop_y;   /* *_crop methods: top-left of the kept window */
 } resize_plan;
-
-
-int resize_method_parse(const char *name, resize_method *m) {
-    for (int i = 0; name && i < 4; i++) {
-        if (strcmp(name, method_names[i]) == 0) {
-            *m = (resize_method)i;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-const char *resize_method_name(resize_method m) { return (unsigned)m < 4 ? method_names[m] : "unknown"; }
 
 static int is_upper_bound(resize_method m) { return m == RESIZE_UPPER_BOUND_RESIZE || m == RESIZE_UPPER_BOUND_CROP; }
 static int is_crop(resize_method m) { return m == RESIZE_UPPER_BOUND_CROP || m == RESIZE_LOWER_BOUND_CROP; }
@@ -92,7 +76,7 @@ static int plan_resize(int w, int h, int res, resize_method m, resize_plan *p, c
     }
     if (fw < DA3_PATCH_SIZE || fh < DA3_PATCH_SIZE) {
         set_error(err, errlen, "image too small for %s at process_res %d: %dx%d gives %lldx%lld (need at least %dx%d)",
-                method_names[m], res, w, h, bw, bh, DA3_PATCH_SIZE, DA3_PATCH_SIZE);
+                resize_method_name(m), res, w, h, bw, bh, DA3_PATCH_SIZE, DA3_PATCH_SIZE);
         return -1;
     }
     if (bw * bh > IMAGE_MAX_PIXELS || fw * fh > IMAGE_MAX_PIXELS) {

@@ -5,21 +5,9 @@
 #define DA3_PREPROCESS_H
 
 #include "common/image_decode.h"
+#include "common/protocol.h"
 
-#define DA3_PATCH_SIZE 14
-
-typedef enum {
-    RESIZE_UPPER_BOUND_RESIZE = 0, /* longest side -> process_res, sides to nearest multiple of 14 */
-    RESIZE_UPPER_BOUND_CROP,       /* longest side -> process_res, sides floored to 14 by centre crop */
-    RESIZE_LOWER_BOUND_RESIZE,     /* shortest side -> process_res, nearest multiple of 14 */
-    RESIZE_LOWER_BOUND_CROP,       /* shortest side -> process_res, floored by centre crop */
-} resize_method;
-
-/* Parses "upper_bound_resize" etc.; returns 0 and sets *m, or -1 for an unknown name. */
-int resize_method_parse(const char *name, resize_method *m);
-
-/* The canonical name of a method ("upper_bound_resize", ...). */
-const char *resize_method_name(resize_method m);
+/* DA3_PATCH_SIZE, resize_method and its names are protocol parameters: common/protocol.h. */
 
 /* The size preprocess_resize produces for a width x height image, without touching pixels.
  * Returns 0, or -1 with a reason in err (result under one patch, or over IMAGE_MAX_PIXELS). */

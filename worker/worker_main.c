@@ -1,6 +1,7 @@
 /* da3-worker: one inference process, started by the front (prefork). Loads the model once on its
- * device, then loops: claim a job from the shared ring, run the pipeline, write the GLB and its
- * metadata straight into the shared arena, mark the job done. */
+ * device, then loops: claim the oldest queued job from the shared job table, run the pipeline,
+ * write the GLB and its metadata straight into the shared arena, mark the job done. It never
+ * outlives its front (see front_alive). */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +23,19 @@ static void on_term(int sig) {
     stop_requested = 1;
 }
 
+/* The front that started us (--front-pid); 0 when run by hand. */
+static pid_t front_pid;
+
+/* A worker without its front would hold its device and compete with the next front's workers,
+ * so it exits at once, wherever it notices: PR_SET_PDEATHSIG is the main mechanism, this check
+ * covers the front dying before prctl took effect (and anything that clears the death signal). */
+static void exit_if_orphaned(const char *where) {
+    if (front_pid > 0 && getppid() != front_pid) {
+        log_warn("the front (pid %d) is gone (%s): exiting", (int)front_pid, where);
+        _exit(4);
+    }
+}
+
 typedef struct {
     shmq *q;
     int slot;
@@ -30,6 +44,7 @@ typedef struct {
 
 static void forward_progress(void *ctx, const char *stage, double progress, const char *message) {
     job_ctx *jc = ctx;
+    exit_if_orphaned("between stages");
     shmq_progress(jc->q, jc->slot, jc->job_id, stage, progress, message);
 }
 
@@ -142,8 +157,9 @@ static void run_job(shmq *q, da3_model *model, int slot, uint64_t job_id, const 
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: da3-worker --shm NAME --index I [--model PATH|demo] [--device cpu|cuda[:i]]\n"
-            "                  [--threads N] [--precision fp32|bf16] [--log-level info]\n"
+            "usage: da3-worker --shm NAME --index I [--front-pid PID] [--model PATH|demo]\n"
+            "                  [--device cpu|cuda[:i]] [--threads N] [--precision fp32|bf16]\n"
+            "                  [--log-level info]\n"
             "Started by da3-server; not meant to be run by hand.\n");
 }
 
@@ -154,7 +170,7 @@ int main(int argc, char **argv) {
         {"shm", required_argument, 0, 's'},     {"index", required_argument, 0, 'i'},
         {"model", required_argument, 0, 'm'},   {"device", required_argument, 0, 'd'},
         {"threads", required_argument, 0, 't'}, {"log-level", required_argument, 0, 'l'},
-        {"precision", required_argument, 0, 'p'},
+        {"precision", required_argument, 0, 'p'}, {"front-pid", required_argument, 0, 'f'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -166,6 +182,7 @@ int main(int argc, char **argv) {
         case 't': threads = atoi(optarg); break;
         case 'p': bf16 = !strcmp(optarg, "bf16"); break;
         case 'l': level = optarg; break;
+        case 'f': front_pid = (pid_t)atoi(optarg); break;
         default: usage(); return c == 'h' ? 0 : 2;
         }
     }
@@ -176,8 +193,13 @@ int main(int argc, char **argv) {
     char tag[32];
     snprintf(tag, sizeof tag, "worker%d", index);
     log_init(tag, log_level_parse(level));
-    /* Exit with the front: a worker without its parent would hold the device for nothing. */
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    /* Die with the front, at once: SIGKILL, not SIGTERM, whose graceful path would finish the
+     * current job (tens of seconds) for a client that is gone. The signal comes when the thread
+     * that forked us exits; the front forks only from its supervisor thread, which outlives
+     * every worker (frontend/supervisor.h). The check after it catches a front that died before
+     * the prctl. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    exit_if_orphaned("at start");
     /* exec keeps the signal mask, and the front blocks TERM/INT in all its threads (it sigwaits
      * for them): unblock here, where every launcher is covered. */
     sigset_t all;
@@ -194,32 +216,26 @@ int main(int argc, char **argv) {
         log_error("%s", err);
         return 1;
     }
-    shmq_worker *me = shmq_worker_slot(q, index);
     if (threads > 0) da3_set_num_threads(threads);
     da3_set_cpu_bf16(bf16);
     double t0 = now_mono();
     da3_model *model = da3_model_open(model_path, device, err, sizeof err);
     if (!model) {
         log_error("cannot load model %s on %s: %s", model_path, device, err);
-        shmq_lock(q);
-        snprintf(me->error, sizeof me->error, "model load failed: %s", err);
-        shmq_unlock(q);
+        char why[600];
+        snprintf(why, sizeof why, "model load failed: %s", err);
+        shmq_worker_set_error(q, index, why);
         shmq_close(q, 0);
         return 3;
     }
-    shmq_lock(q);
-    me->pid = getpid();
-    me->model_trained = da3_model_is_trained(model);
-    snprintf(me->model_name, sizeof me->model_name, "%s", da3_model_name(model));
-    snprintf(me->device, sizeof me->device, "%s", device);
-    me->error[0] = 0;
-    me->heartbeat = now_mono();
-    me->state = WORKER_READY;
-    shmq_unlock(q);
+    exit_if_orphaned("after loading the model");
+    shmq_worker_set_ready(q, index, (int)getpid(), da3_model_name(model), da3_model_is_trained(model),
+                          device);
     log_info("ready: model %s on %s (loaded in %.1f s)%s", da3_model_name(model), device,
              now_mono() - t0, da3_model_is_trained(model) ? "" : " [UNTRAINED random weights]");
 
     while (!stop_requested) {
+        exit_if_orphaned("between jobs");
         shmq_job_params jp;
         uint64_t job_id = 0;
         int slot = shmq_claim(q, index, 1.0, &jp, &job_id);

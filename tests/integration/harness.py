@@ -217,3 +217,37 @@ def validate_glb(glb, tag="glb"):
 
 def run(coro):
     return asyncio.get_event_loop().run_until_complete(coro) if sys.version_info < (3, 10) else asyncio.run(coro)
+
+
+def raw_http(server, request, timeout=10):
+    """Sends raw request bytes on a fresh connection and returns everything the server sent back
+    until it closed (send 'Connection: close'): (status, headers dict lower-cased, body bytes)."""
+    import socket
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
+        s.sendall(request)
+        chunks = []
+        while True:
+            try:
+                b = s.recv(65536)
+            except socket.timeout:
+                break
+            if not b:
+                break
+            chunks.append(b)
+    raw = b"".join(chunks)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, body
+
+
+def front_peak_rss_kb(server):
+    """The front process's peak resident set (VmHWM) in KB."""
+    for line in open(f"/proc/{server.proc.pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return -1

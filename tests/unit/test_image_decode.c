@@ -1,6 +1,7 @@
 /* Unit tests for common/image_decode: every JPEG/PNG layout against pixels PIL produced
  * (scripts/gen_preprocess_fixtures.py), EXIF orientations, truncation, garbage, size limits,
  * plus validate/decode timings for a 640x480 q90 JPEG. Data: $DA3_TEST_DATA or tests/data. */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -351,6 +352,103 @@ static void test_timing(void) {
     free(png);
 }
 
+/* Offset of the first SOFn marker's body (after FF Cx and the length), or 0. */
+static size_t find_sof(const uint8_t *d, size_t len) {
+    for (size_t p = 2; p + 9 < len; p++)
+        if (d[p] == 0xFF && (d[p + 1] == 0xC0 || d[p + 1] == 0xC2)) return p + 4;
+    return 0;
+}
+
+/* A progressive (or multi-scan) JPEG needs its whole coefficient buffer even at 1/8 scale: the
+ * header says how much, and one over the budget is refused before libjpeg allocates it. */
+static void test_validate_budget(void) {
+    size_t len, blen;
+    char err[256];
+    uint8_t *prog = load("images", "jpeg_progressive.jpg", &len), *base = load("images", "orient_1.jpg", &blen);
+    if (!prog || !base) return;
+    CHECK(image_jpeg_validate_cost(base, blen) == 0);
+    long long c = image_jpeg_validate_cost(prog, len);
+    CHECK_MSG(c > 0 && c < (long long)IMAGE_VALIDATE_MAX_BYTES, "cost %lld", c);
+    CHECK_MSG(image_validate(prog, len, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    CHECK(image_jpeg_validate_cost((const uint8_t *)"\xff\xd8\xff", 3) == -1);
+
+    /* The same stream claiming 8192x8192 (what an attacker sends: a few hundred bytes that would
+     * make libjpeg reserve 192 MB at 4:2:0). */
+    size_t sof = find_sof(prog, len);
+    CHECK(sof && prog[sof - 3] == 0xC2);
+    uint8_t *big = malloc(len + 2);
+    memcpy(big, prog, len);
+    big[sof + 1] = big[sof + 3] = 0x20; /* height, width = 0x2000 */
+    big[sof + 2] = big[sof + 4] = 0x00;
+    long long want = image_jpeg_validate_cost(big, len);
+    CHECK_MSG(want >= 192LL << 20, "8192x8192 progressive costs %lld", want);
+    err[0] = 0;
+    CHECK(image_validate(big, len, NULL, NULL, err, sizeof err) == -1);
+    CHECK_MSG(starts_with(err, "progressive JPEG of 8192x8192 needs ") && strstr(err, "(limit 128 MB per image)"),
+              "message: %s", err);
+    /* Junk before the frame header (libjpeg skips it with a warning) hides nothing from the scan
+     * (TurboJPEG's header reader refuses this one outright today; the scan must not rely on it). */
+    memmove(big + sof - 2, big + sof - 4, len - (sof - 4));
+    big[sof - 4] = 0x00;
+    big[sof - 3] = 0x11;
+    CHECK(image_jpeg_validate_cost(big, len + 2) == want);
+    CHECK(image_validate(big, len + 2, NULL, NULL, err, sizeof err) == -1);
+    free(big);
+
+    /* A real progressive photo under the budget validates. */
+    int w = 1600, h = 1200;
+    uint8_t *rgb = malloc((size_t)w * h * 3);
+    for (size_t i = 0; i < (size_t)w * h * 3; i++) rgb[i] = (uint8_t)(i * 7 / 3);
+    tjhandle tj = tjInitCompress();
+    unsigned char *jpg = NULL;
+    unsigned long jlen = 0;
+    CHECK(tjCompress2(tj, rgb, w, 0, h, TJPF_RGB, &jpg, &jlen, TJSAMP_420, 85, TJFLAG_PROGRESSIVE) == 0);
+    long long cost = image_jpeg_validate_cost(jpg, jlen);
+    /* 200x150 luma blocks (rounded to 2x2 MCUs: 200x150) + 2 x 100x75 chroma, 128 bytes each */
+    CHECK_MSG(cost == (200LL * 150 + 2 * 100 * 75) * 128, "cost %lld", cost);
+    CHECK_MSG(image_validate(jpg, jlen, &w, &h, err, sizeof err) == 0 && w == 1600 && h == 1200, "%s", err);
+    tjFree(jpg);
+    tjDestroy(tj);
+    free(rgb);
+    free(prog);
+    free(base);
+}
+
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+    int ok;
+} validate_job;
+
+static void *validate_many(void *arg) {
+    validate_job *j = arg;
+    char err[256];
+    for (int i = 0; i < 20; i++) j->ok += image_validate(j->data, j->len, NULL, NULL, err, sizeof err) == 0;
+    return NULL;
+}
+
+/* Many threads validating at once all get through the gate (it bounds, never loses a slot). */
+static void test_validate_gate(void) {
+    size_t len;
+    uint8_t *jpg = load("images", "orient_1.jpg", &len);
+    if (!jpg) return;
+    CHECK(image_validate_concurrency() == IMAGE_VALIDATE_MAX_CONCURRENT);
+    image_validate_set_concurrency(2);
+    CHECK(image_validate_concurrency() == 2);
+    pthread_t th[8];
+    validate_job jobs[8];
+    for (int i = 0; i < 8; i++) {
+        jobs[i] = (validate_job){jpg, len, 0};
+        pthread_create(&th[i], NULL, validate_many, &jobs[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(jobs[i].ok == 20);
+    }
+    image_validate_set_concurrency(IMAGE_VALIDATE_MAX_CONCURRENT);
+    free(jpg);
+}
+
 int main(void) {
     snprintf(data_dir, sizeof data_dir, "%s", test_data_dir());
     test_sniff();
@@ -360,6 +458,8 @@ int main(void) {
     test_errors();
     test_mutations();
     test_extraneous_bytes();
+    test_validate_budget();
+    test_validate_gate();
     test_timing();
     CHECK_DONE("test_image_decode");
 }

@@ -32,13 +32,14 @@ int main(void) {
     CHECK(json_integer_value(json_object_get(o, "image_count")) == 3);
     json_decref(o);
 
-    o = parse(msg_ack(sid, 2, "000001.png", NULL, 0));
+    o = parse(msg_ack(sid, 2, "000001.png", NULL, 0, 0));
     static const char *ak[] = {"type", "image_count", "session_id", "image_path"};
     CHECK(keys_are(o, ak, 4));
     json_decref(o);
-    o = parse(msg_ack(sid, 2, "000001.png", "my photo.png", 1));
+    o = parse(msg_ack(sid, 2, "000001.png", "my photo.png", 1, 1));
     CHECK(!strcmp(json_string_value(json_object_get(o, "filename")), "my photo.png"));
     CHECK(json_is_true(json_object_get(o, "camera")));
+    CHECK(json_is_true(json_object_get(o, "filename_truncated")));
     json_decref(o);
 
     o = parse(msg_progress("inference", 0.3, "Processing 4 images..."));

@@ -1,0 +1,10 @@
+/* Ending a session for good, the one path used by DELETE and by the expiry sweep: removed from
+ * the registry and the disk, its job cancelled, its client told why and disconnected. */
+#ifndef DA3_SESSION_CLOSE_H
+#define DA3_SESSION_CLOSE_H
+
+/* Closes session `id` with `reason` (sent to its client). Returns 0, or -1 when unknown. Must be
+ * called without any session lock held. */
+int session_close(const char *id, const char *reason);
+
+#endif

@@ -1,0 +1,248 @@
+/* The registry of live sessions: a bounded array under one mutex (max_sessions is in the hundreds
+ * to thousands, and every lookup is a short scan), sessions reference-counted so a removal never
+ * frees one another thread is using. The registry lock is a leaf: nothing else is locked while it
+ * is held, so it cannot take part in a lock-order cycle. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "frontend/session_store.h"
+
+static struct {
+    pthread_mutex_t lock;
+    session **items;
+    int count, max;
+    int reserved; /* creates in progress: counted against max until they are in or have failed */
+    char root[512];
+    int server_max_images;
+    int fsync_writes;
+} reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+session *session_alloc(const char *root, const char *id, int fsync_writes) {
+    session *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    snprintf(s->id, sizeof s->id, "%s", id);
+    if (fmt_path(s->dir, sizeof s->dir, "%s/%s", root, id) ||
+        fmt_path(s->image_dir, sizeof s->image_dir, "%s/images", s->dir)) {
+        free(s);
+        return NULL;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->write_lock, NULL);
+    s->fsync_writes = fsync_writes;
+    s->job_slot = -1;
+    s->refs = 1; /* the registry's own reference */
+    return s;
+}
+
+void session_free(session *s) {
+    for (int i = 0; i < s->image_count; i++) free(s->images[i].display);
+    free(s->images);
+    free(s->error_message);
+    pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->write_lock);
+    free(s);
+}
+
+void session_touch(session *s) { s->last_activity = now_wall(); }
+
+/* Removes what deletions interrupted by a crash left: their folders are already out of the
+ * sessions' namespace, only the space is still taken. */
+static void sweep_tombstones(DIR *d) {
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!session_store_is_tombstone(e->d_name)) continue;
+        char path[800];
+        if (fmt_path(path, sizeof path, "%s/%s", reg.root, e->d_name)) continue;
+        if (remove_tree(path)) log_warn("cannot remove %s (left by a deletion): %s", path, strerror(errno));
+    }
+    rewinddir(d);
+}
+
+int sessions_init(const char *data_dir, int max_sessions, int server_max_images, int fsync_writes) {
+    reg.max = max_sessions;
+    reg.server_max_images = server_max_images;
+    reg.fsync_writes = fsync_writes;
+    reg.count = reg.reserved = 0;
+    if (fmt_path(reg.root, sizeof reg.root, "%s/sessions", data_dir) || mkdir_p(reg.root)) return -1;
+    free(reg.items);
+    reg.items = calloc(max_sessions > 0 ? (size_t)max_sessions : 1, sizeof *reg.items);
+    DIR *d = reg.items ? opendir(reg.root) : NULL;
+    if (!d) return -1;
+    sweep_tombstones(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!is_uuid(e->d_name)) continue;
+        if (reg.count >= reg.max) {
+            log_warn("more stored sessions than --max-sessions (%d); %s not loaded", reg.max, e->d_name);
+            continue;
+        }
+        session *s = session_alloc(reg.root, e->d_name, fsync_writes);
+        if (!s) continue;
+        if (session_store_load(s, server_max_images)) {
+            session_free(s);
+            continue;
+        }
+        reg.items[reg.count++] = s;
+    }
+    closedir(d);
+    return reg.count;
+}
+
+void sessions_shutdown(void) {
+    pthread_mutex_lock(&reg.lock);
+    for (int i = 0; i < reg.count; i++) session_free(reg.items[i]);
+    free(reg.items);
+    reg.items = NULL;
+    reg.count = reg.max = reg.reserved = 0;
+    pthread_mutex_unlock(&reg.lock);
+}
+
+session *sessions_create(const session_config *cfg, int *http_status, char *err, size_t errlen) {
+    pthread_mutex_lock(&reg.lock);
+    int full = reg.count + reg.reserved >= reg.max;
+    if (!full) reg.reserved++;
+    pthread_mutex_unlock(&reg.lock);
+    if (full) {
+        /* Unlike the reference, never evict a live session to make room. */
+        *http_status = 503;
+        snprintf(err, errlen, "Maximum number of sessions (%d) reached; delete a session or try again later", reg.max);
+        return NULL;
+    }
+    char id[37];
+    uuid4(id);
+    session *s = session_alloc(reg.root, id, reg.fsync_writes);
+    int ok = 0;
+    if (s) {
+        s->cfg = *cfg;
+        s->created_at = s->last_activity = now_wall();
+        s->status = SESSION_ACTIVE;
+        /* On disk before it is findable: no one can reach a session whose folder is half made. */
+        ok = mkdir_p(s->image_dir) == 0 && session_save(s) == 0;
+        if (!ok) {
+            *http_status = 500;
+            snprintf(err, errlen, "Failed to create session: cannot write %s: %s", s->dir, strerror(errno));
+            remove_tree(s->dir);
+        }
+    } else {
+        *http_status = 500;
+        snprintf(err, errlen, "Failed to create session: out of memory");
+    }
+    pthread_mutex_lock(&reg.lock);
+    reg.reserved--;
+    if (ok) {
+        reg.items[reg.count++] = s;
+        s->refs++; /* the caller's reference */
+    }
+    pthread_mutex_unlock(&reg.lock);
+    if (!ok && s) session_free(s);
+    return ok ? s : NULL;
+}
+
+session *sessions_get(const char *id) {
+    if (!id || !is_uuid(id)) return NULL;
+    session *found = NULL;
+    pthread_mutex_lock(&reg.lock);
+    for (int i = 0; i < reg.count; i++)
+        if (!strcmp(reg.items[i]->id, id)) {
+            found = reg.items[i];
+            found->refs++;
+            break;
+        }
+    pthread_mutex_unlock(&reg.lock);
+    return found;
+}
+
+void sessions_put(session *s) {
+    if (!s) return;
+    pthread_mutex_lock(&reg.lock);
+    int last = --s->refs == 0;
+    pthread_mutex_unlock(&reg.lock);
+    if (last) session_free(s);
+}
+
+session *sessions_remove(const char *id) {
+    if (!id || !is_uuid(id)) return NULL;
+    session *found = NULL;
+    pthread_mutex_lock(&reg.lock);
+    for (int i = 0; i < reg.count; i++)
+        if (!strcmp(reg.items[i]->id, id)) {
+            found = reg.items[i];
+            reg.items[i] = reg.items[--reg.count];
+            break; /* the registry's reference becomes the caller's */
+        }
+    pthread_mutex_unlock(&reg.lock);
+    if (!found) return NULL;
+    /* Under the session's lock an upload in flight has either finished writing or will see
+     * `deleted` before writing anything; the rename then takes the folder out of the sessions'
+     * namespace in one step, so no later write and no restart can bring it back. */
+    char tomb[800];
+    pthread_mutex_lock(&found->lock);
+    found->deleted = 1;
+    session_store_bury(found, tomb, sizeof tomb);
+    pthread_mutex_unlock(&found->lock);
+    /* The slow part, without the lock: nothing writes to a tombstone. */
+    if (tomb[0] && remove_tree(tomb)) log_warn("session %s: could not remove %s: %s (removed at the next start)", id, tomb, strerror(errno));
+    return found;
+}
+
+/* Takes a reference on every live session into a malloc'd array; *n gets the count. */
+static session **take_all(int *n) {
+    *n = 0;
+    pthread_mutex_lock(&reg.lock);
+    session **all = malloc((size_t)(reg.count ? reg.count : 1) * sizeof *all);
+    for (int i = 0; all && i < reg.count; i++) {
+        reg.items[i]->refs++;
+        all[(*n)++] = reg.items[i];
+    }
+    pthread_mutex_unlock(&reg.lock);
+    return all;
+}
+
+int sessions_expired(double now, double timeout_s, session **out, int max) {
+    int n, found = 0;
+    /* Each session's state is read under its own lock after the registry lock is released: the
+     * registry lock is never held while another lock is taken. */
+    session **all = take_all(&n);
+    for (int i = 0; i < n; i++) {
+        session *s = all[i];
+        pthread_mutex_lock(&s->lock);
+        int idle = !s->deleted && now - s->last_activity > timeout_s && s->job_slot < 0;
+        pthread_mutex_unlock(&s->lock);
+        if (idle && found < max)
+            out[found++] = s;
+        else
+            sessions_put(s);
+    }
+    free(all);
+    return found;
+}
+
+int sessions_snapshot(session **out, int max) {
+    int n = 0;
+    pthread_mutex_lock(&reg.lock);
+    for (int i = 0; i < reg.count && n < max; i++) {
+        reg.items[i]->refs++;
+        out[n++] = reg.items[i];
+    }
+    pthread_mutex_unlock(&reg.lock);
+    return n;
+}
+
+int sessions_count(void) {
+    pthread_mutex_lock(&reg.lock);
+    int n = reg.count;
+    pthread_mutex_unlock(&reg.lock);
+    return n;
+}
+
+int sessions_capacity(void) {
+    pthread_mutex_lock(&reg.lock);
+    int n = reg.max;
+    pthread_mutex_unlock(&reg.lock);
+    return n;
+}

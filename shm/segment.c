@@ -42,7 +42,7 @@ static int remove_if_stale(const char *name, char *err, size_t errlen) {
         if (errno == EWOULDBLOCK) {
             int pid = recorded_owner(fd);
             snprintf(err, errlen,
-                     "shared memory %s belongs to a running da3-server (pid %d): another server "
+                     "%s belongs to a running da3-server (pid %d): another server "
                      "already uses this port; stop it first or choose another --port",
                      name, pid);
         } else {

@@ -130,7 +130,7 @@ async def _send_named(ws, img, name):
 
 async def uploader(srv, sid, acked, stop):
     """Uploads until the session goes (binary and base64 frames alternately); counts acks."""
-    img = make_image(64, 48, seed=5)
+    img = make_image(1024, 768, seed=5)
     try:
         ws, first = await connect(srv, sid)
     except Exception:
@@ -154,15 +154,17 @@ async def uploader(srv, sid, acked, stop):
 
 
 async def delete_races(srv):
-    kept = [srv.create("max_images=100") for _ in range(4)]
-    doomed = [srv.create("max_images=100") for _ in range(24)]
+    # Sessions grow for a while first: the old removal failed when a file appeared while it walked
+    # the folder, so a bigger folder and a busier uploader make the race likelier.
+    kept = [srv.create("max_images=1000") for _ in range(4)]
+    doomed = [srv.create("max_images=1000") for _ in range(24)]
     acked = {}
     stop = threading.Event()
     tasks = [asyncio.ensure_future(uploader(srv, sid, acked, stop)) for sid in kept + doomed]
     rnd = random.Random(7)
 
     async def delete(sid):
-        await asyncio.sleep(rnd.uniform(0.05, 0.6))
+        await asyncio.sleep(rnd.uniform(0.3, 1.5))
         st, js = await asyncio.get_event_loop().run_in_executor(None, srv.http, "DELETE", f"/ws/session/{sid}")
         check(st == 200, f"DELETE {sid}: {st} {js}")
 
@@ -189,7 +191,7 @@ def check_after(srv, kept, doomed, acked, when):
     return lst["stats"]["total_sessions"]
 
 
-srv = Server("--max-sessions", "64", "--max-images", "100")
+srv = Server("--max-sessions", "64", "--max-images", "1000")
 try:
     print("nested JSON bodies")
     nested_json(srv)

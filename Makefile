@@ -1,17 +1,23 @@
 # da3-server build. `make` builds the three programs and the unit tests; `make run` and
 # `make test` first install missing system packages (scripts/install-deps.sh).
 #   SAN=1          build with AddressSanitizer + UBSan into build/san
+#   TSAN=1         build with ThreadSanitizer into build/tsan
 #   TORCH_DIR=DIR  build against another libtorch (e.g. a CUDA libtorch 2.x: DIR/include, DIR/lib)
 
 CC  ?= gcc
 CXX ?= g++
 SAN ?= 0
+TSAN ?= 0
 TORCH_DIR ?=
 
 BUILD ?= build
 ifeq ($(SAN),1)
-BUILD := $(BUILD)/san
+override BUILD := $(BUILD)/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+ifeq ($(TSAN),1)
+override BUILD := $(BUILD)/tsan
+SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer
 endif
 
 OPT ?= -O2
@@ -94,7 +100,7 @@ run: deps
 test:
 	@scripts/install-deps.sh --test
 	@$(MAKE) --no-print-directory all
-	BUILD=$(BUILD) SAN=$(SAN) scripts/run-tests.sh
+	BUILD=$(BUILD) SAN=$(SAN) TSAN=$(TSAN) scripts/run-tests.sh
 
 bench:
 	@scripts/install-deps.sh --test

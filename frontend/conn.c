@@ -1,6 +1,7 @@
 #include "frontend/conn.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,11 +84,30 @@ static void free_out(conn_out *o) {
     free(o);
 }
 
+static atomic_size_t inbound;
+
+int conn_inbound_reserve(size_t n, size_t budget) {
+    size_t cur = atomic_load(&inbound);
+    do {
+        if (cur > 0 && cur + n > budget) return 0;
+    } while (!atomic_compare_exchange_weak(&inbound, &cur, cur + n));
+    return 1;
+}
+
+void conn_inbound_release(size_t n) { atomic_fetch_sub(&inbound, n); }
+size_t conn_inbound_bytes(void) { return atomic_load(&inbound); }
+
+void conn_event_free(conn_event *e) {
+    if (!e) return;
+    if (e->cost) conn_inbound_release(e->cost);
+    free(e->data);
+    free(e);
+}
+
 static void free_events(conn_event *e) {
     while (e) {
         conn_event *n = e->next;
-        free(e->data);
-        free(e);
+        conn_event_free(e);
         e = n;
     }
 }

@@ -27,7 +27,20 @@ typedef struct conn_event {
     int opcode;          /* MESSAGE: WS_OP_TEXT or WS_OP_BINARY */
     uint8_t *data;       /* MESSAGE: the whole message (owned by the event); OPEN: the request target */
     size_t len;
+    size_t cost;         /* bytes counted against the front's inbound budget (conn_inbound_*) */
 } conn_event;
+
+/* Frees an event and returns its cost to the inbound budget. */
+void conn_event_free(conn_event *e);
+
+/* The front-wide budget for incoming messages (being assembled or waiting for a handler): a
+ * data frame's payload is reserved from its header before any of it is read, and returned when
+ * the handler frees the message. Many clients uploading at once therefore wait for each other
+ * instead of exhausting memory. conn_inbound_reserve returns 1 when n fits under budget (or
+ * nothing at all is reserved, so one message larger than the budget can still pass), else 0. */
+int conn_inbound_reserve(size_t n, size_t budget);
+void conn_inbound_release(size_t n);
+size_t conn_inbound_bytes(void);
 
 /* Results of the send functions. */
 enum { CONN_QUEUED = 0, CONN_GONE = -1, CONN_FULL = -2 };

@@ -5,7 +5,6 @@
 
 #include "common/log.h"
 #include "frontend/conn.h"
-#include "frontend/ws_frame.h"
 
 static struct {
     pthread_mutex_t lock;
@@ -31,13 +30,11 @@ static void run_connection(uint64_t id) {
             break;
         case CONN_EV_CLOSED:
             p.h.on_closed(id);
-            free(e->data);
-            free(e);
+            conn_event_free(e);
             conn_release(id);
             return;
         }
-        free(e->data);
-        free(e);
+        conn_event_free(e);
     }
 }
 

@@ -84,6 +84,8 @@ typedef struct {
     int mop;
     uint8_t ctlbuf[WS_MAX_CONTROL];
     int paused, close_recv, close_sent, refusing;
+    int starved;                   /* waiting for `want` bytes of the front's inbound budget */
+    size_t want, reserved;         /* budget wanted by the current frame / held by the message */
     double close_sent_at;
     int ping_out;
 } lconn;
@@ -148,7 +150,7 @@ static int has_output(const lconn *c) {
 
 static void set_interest(lconn *c) {
     uint32_t want = 0;
-    int can_read = c->st == ST_WS ? !c->paused && !c->close_recv : c->rlen < RBUF_CAP;
+    int can_read = c->st == ST_WS ? !c->paused && !c->close_recv && !c->starved : c->rlen < RBUF_CAP;
     if (!c->c_eof && can_read && !c->close_after_flush) want |= EPOLLIN;
     if (has_output(c)) want |= EPOLLOUT;
     if (want != c->ev) {
@@ -197,6 +199,7 @@ static void teardown(lconn *c, const char *why) {
     }
     free(c->rbuf);
     free(c->sbuf);
+    if (c->reserved) conn_inbound_release(c->reserved);
     free(c->msg);
     if (c->st == ST_WS) atomic_fetch_sub(&L.websockets, 1);
     atomic_fetch_sub(&L.conns, 1);
@@ -357,6 +360,8 @@ static void ws_too_big(lconn *c) {
     conn_close(c->id, WS_CLOSE_TOO_BIG, "message too big");
     c->refusing = 1;
     c->close_sent_at = now_mono();
+    conn_inbound_release(c->reserved);
+    c->reserved = 0;
     free(c->msg);
     c->msg = NULL;
     c->mlen = c->mcap = 0;
@@ -419,6 +424,8 @@ static int ws_frame_complete(lconn *c) {
     e->opcode = c->mop;
     e->data = c->msg ? c->msg : malloc(1);
     e->len = c->mlen;
+    e->cost = c->reserved; /* returned to the budget when the handler frees the event */
+    c->reserved = 0;
     c->msg = NULL;
     c->mlen = c->mcap = 0;
     c->mop = 0;
@@ -437,7 +444,7 @@ static void rbuf_consume(lconn *c, size_t n) {
 static int ws_process(lconn *c) {
     size_t pos = 0;
     int rc = 0;
-    while (!c->paused && !c->close_recv && c->active) {
+    while (!c->paused && !c->close_recv && !c->starved && c->active) {
         uint8_t *p = c->rbuf + pos;
         size_t avail = c->rlen - pos;
         if (!c->in_frame) {
@@ -464,8 +471,15 @@ static int ws_process(lconn *c) {
                 } else if (c->mlen + c->fh.payload_len > L.cfg.max_message) {
                     ws_too_big(c);
                     c->discard = 1;
-                } else if (op != WS_OP_CONTINUATION) {
-                    c->mop = op;
+                } else {
+                    if (op != WS_OP_CONTINUATION) c->mop = op;
+                    /* The payload's memory is reserved before any of it is read. */
+                    if (!conn_inbound_reserve((size_t)c->fh.payload_len, L.cfg.max_inbound)) {
+                        c->starved = 1; /* the sweep retries as handlers free messages */
+                        c->want = (size_t)c->fh.payload_len;
+                        break;
+                    }
+                    c->reserved += (size_t)c->fh.payload_len;
                 }
             }
             if (c->fh.payload_len == 0) {
@@ -840,6 +854,7 @@ static void http_response_done(lconn *c) {
 static void client_readable(lconn *c) {
     for (int rounds = 0; rounds < 16 && c->active; rounds++) {
         ssize_t r;
+        if (c->starved) return;
         if (c->st == ST_WS && c->in_frame && c->fh.opcode < WS_OP_CLOSE && c->rlen == 0 && !c->paused) {
             r = ws_read_payload(c);
         } else {
@@ -945,6 +960,14 @@ static void sweep(double now) {
     for (int i = 0; i < k->max_conns; i++) {
         lconn *c = &L.c[i];
         if (!c->active) continue;
+        if (c->starved && conn_inbound_reserve(c->want, k->max_inbound)) {
+            c->reserved += c->want;
+            c->starved = 0;
+            c->last_rx = now; /* waiting for the budget is not the peer's silence */
+            ws_process(c);     /* payload bytes may already be in rbuf */
+            if (!c->active) continue;
+            set_interest(c);
+        }
         if (has_output(c) && now - c->last_tx > k->send_timeout) {
             log_warn("connection %llu: dropped, it read nothing for %.0f s (%zu bytes queued); its session is kept",
                      (unsigned long long)c->id, k->send_timeout, conn_out_bytes(c->id));
@@ -971,6 +994,7 @@ static void sweep(double now) {
             continue;
         }
         double silent = now - c->last_rx;
+        if (c->starved) continue;
         if (!c->paused && silent > k->ping_interval + k->pong_timeout) {
             log_info("connection %llu: dropped, silent for %.0f s (no pong); its session is kept", (unsigned long long)c->id, silent);
             teardown(c, "peer stopped answering pings");

@@ -18,6 +18,7 @@ typedef struct {
     int max_websockets;      /* upgrades past this get 503 */
     int max_relays;          /* HTTP connections forwarded to CivetWeb at once; past it 503 */
     size_t max_message;      /* largest WebSocket message (bytes) */
+    size_t max_inbound;      /* bytes all incoming messages may hold at once; past it payloads wait */
     size_t max_http_body;    /* largest HTTP request body forwarded (bytes) */
     double request_timeout;  /* a request head, or body, must complete within this (s) */
     double idle_timeout;     /* an idle keep-alive HTTP connection is closed after this (s) */

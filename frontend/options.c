@@ -19,6 +19,7 @@ void options_default(server_options *o) {
     o->cleanup_interval = 300;
     o->max_images = 100;
     o->max_message_mb = 64;
+    o->max_inbound_mb = 1024;
     o->arena_mb = 1024;
     o->threads = 64;
     o->max_websockets = 4096;
@@ -51,6 +52,8 @@ static void print_help(void) {
            "  --cleanup-interval S     seconds between expiry sweeps (default %.0f)\n"
            "  --max-images N           most images per session, also the default max_images (default %d)\n"
            "  --max-message-mb N       largest WebSocket message; bigger ones close with 1009 (default %d)\n"
+           "  --max-inbound-mb N       memory all incoming WebSocket messages may hold at once; past it\n"
+           "                           uploads wait (default %d)\n"
            "  --arena-mb N             shared-memory arena for results (GLBs) in MB (default %d)\n"
            "  --threads N              HTTP handler threads (CivetWeb) = plain HTTP requests at once; more\n"
            "                           wait in the front, past 4x get 503 (default %d)\n"
@@ -67,7 +70,7 @@ static void print_help(void) {
            "  --log-level L            debug | info | warn | error (default %s)\n"
            "  --help                   this text\n",
            d.host, d.port, d.workers, d.device, d.model, d.data_dir, d.web_dir, d.max_sessions,
-           d.session_timeout, d.cleanup_interval, d.max_images, d.max_message_mb, d.arena_mb,
+           d.session_timeout, d.cleanup_interval, d.max_images, d.max_message_mb, d.max_inbound_mb, d.arena_mb,
            d.threads, d.max_websockets, d.handler_threads, d.request_timeout, d.ws_ping_interval,
            d.send_timeout, d.worker_threads, d.precision, d.log_level);
 }
@@ -98,7 +101,7 @@ static int parse_seconds(const char *name, const char *s, double *out) {
 int options_parse(server_options *o, int argc, char **argv) {
     enum { O_HOST = 1000, O_PORT, O_WORKERS, O_DEVICE, O_MODEL, O_DATA, O_WEB, O_WBIN, O_MAXS,
            O_TIMEOUT, O_CLEAN, O_MAXI, O_MAXMSG, O_ARENA, O_THREADS, O_WTHREADS, O_PRECISION, O_FSYNC, O_LOG,
-           O_MAXWS, O_HTHREADS, O_REQTO, O_PING, O_SENDTO,
+           O_MAXIN, O_MAXWS, O_HTHREADS, O_REQTO, O_PING, O_SENDTO,
            O_HELP };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST},
@@ -118,6 +121,7 @@ int options_parse(server_options *o, int argc, char **argv) {
         {"threads", required_argument, 0, O_THREADS},
         {"worker-threads", required_argument, 0, O_WTHREADS},
         {"max-websockets", required_argument, 0, O_MAXWS},
+        {"max-inbound-mb", required_argument, 0, O_MAXIN},
         {"handler-threads", required_argument, 0, O_HTHREADS},
         {"request-timeout", required_argument, 0, O_REQTO},
         {"ws-ping-interval", required_argument, 0, O_PING},
@@ -146,6 +150,7 @@ int options_parse(server_options *o, int argc, char **argv) {
         case O_MAXMSG: rc = parse_int("max-message-mb", optarg, 1, 2000, &o->max_message_mb); break;
         case O_ARENA: rc = parse_int("arena-mb", optarg, 16, 1 << 20, &o->arena_mb); break;
         case O_THREADS: rc = parse_int("threads", optarg, 2, 10000, &o->threads); break;
+        case O_MAXIN: rc = parse_int("max-inbound-mb", optarg, 16, 1 << 20, &o->max_inbound_mb); break;
         case O_MAXWS: rc = parse_int("max-websockets", optarg, 1, 1000000, &o->max_websockets); break;
         case O_HTHREADS: rc = parse_int("handler-threads", optarg, 0, 1024, &o->handler_threads); break;
         case O_REQTO: rc = parse_seconds("request-timeout", optarg, &o->request_timeout); break;

@@ -16,6 +16,7 @@ typedef struct {
     double cleanup_interval;  /* seconds between expiry sweeps */
     int max_images;           /* cap on a session's max_images (and its default) */
     int max_message_mb;       /* largest WebSocket message accepted */
+    int max_inbound_mb;       /* memory all incoming messages may hold at once */
     int arena_mb;             /* shared result arena for GLBs */
     int threads;              /* CivetWeb threads = plain HTTP requests handled at once */
     int max_websockets;       /* concurrent WebSockets; more get 503 before the upgrade */

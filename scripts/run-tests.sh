@@ -18,6 +18,13 @@ if [[ "${SAN:-0}" == 1 ]]; then
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 fi
 
+if [[ "${TSAN:-0}" == 1 ]]; then
+  # Races in our code fail the run (the harness also fails a server whose log shows a report).
+  # libtorch, OpenMP and OpenBLAS are not built with TSan: their internal synchronisation is
+  # invisible to it, so reports from inside them are suppressed (tests/tsan.supp).
+  export TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
+fi
+
 failed=()
 start=$(date +%s)
 for t in "$BUILD"/tests/test_*; do

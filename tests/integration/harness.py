@@ -127,6 +127,13 @@ class Server:
         if self.log:
             self.log.close()
             self.log = None
+        # A sanitizer report in the front's or a worker's log fails the test that ran it.
+        text = open(self.log_path, errors="replace").read()
+        for tool in ("ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            if tool in text and not getattr(self, "_reported_" + tool, False):
+                setattr(self, "_reported_" + tool, True)
+                i = text.index(tool)
+                check(False, f"{tool} report in the server log:\n" + text[max(0, i - 200):i + 3000])
 
     def log_text(self):
         return open(self.log_path).read()

@@ -176,14 +176,3 @@ int fmt_path(char *dst, size_t cap, const char *fmt, ...) {
     va_end(ap);
     return (n < 0 || (size_t)n >= cap) ? -1 : 0;
 }
-
-long peak_rss_kb(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
-    fclose(f);
-    return kb;
-}

@@ -41,7 +41,4 @@ void set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((fo
 /* snprintf that reports truncation: returns 0 if it fit, -1 otherwise. */
 int fmt_path(char *dst, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Peak resident set size of this process in kilobytes (VmHWM), or -1. */
-long peak_rss_kb(void);
-
 #endif

@@ -267,7 +267,9 @@ static void respond(lconn *c, int status, const char *detail, const char *extra_
 static int flush_client(lconn *c) {
     for (;;) {
         ssize_t w;
-        if (c->wq && c->wq->sent > 0) goto frame; /* never interleave inside a frame */
+        /* Never interleave inside a frame, and never put a control frame of ours before an HTTP
+         * response (the 101) still queued ahead of it. */
+        if (c->wq && (c->wq->sent > 0 || c->wq->opcode < 0)) goto frame;
         if (c->nctl) {
             ctl_frame *f = &c->ctl[0];
             w = send(c->fd, f->b + f->sent, f->len - f->sent, MSG_NOSIGNAL);
@@ -336,6 +338,8 @@ static void queue_ctl(lconn *c, int opcode, const uint8_t *payload, size_t len) 
     f->len = h + len;
     f->sent = 0;
 }
+
+static int pull_output(lconn *c);
 
 /* ---- WebSocket ------------------------------------------------------------------------------ */
 
@@ -597,6 +601,7 @@ static void ws_upgrade(lconn *c, const http_head *h) {
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
     conn_send_raw(c->id, resp, (size_t)n);
+    pull_output(c); /* the 101 is first on the write list, before any frame */
     rbuf_consume(c, h->head_len);
     c->st = ST_WS;
     atomic_fetch_add(&L.websockets, 1);
@@ -925,6 +930,21 @@ static void accept_all(int lfd) {
     }
 }
 
+/* Moves what other threads queued for the connection onto its write list; returns whether the
+ * handler asked for reading to resume. */
+static int pull_output(lconn *c) {
+    int resume;
+    conn_out *o = conn_take_out(c->id, &resume);
+    if (o) {
+        if (!c->wq) c->last_tx = now_mono(); /* the stall clock starts with pending output */
+        if (c->wq_tail) c->wq_tail->next = o;
+        else c->wq = o;
+        while (o->next) o = o->next;
+        c->wq_tail = o;
+    }
+    return resume;
+}
+
 /* Takes new output, close requests and resume-reading signals from other threads. */
 static void take_work(void) {
     uint64_t ids[256];
@@ -933,15 +953,7 @@ static void take_work(void) {
         for (int i = 0; i < n; i++) {
             lconn *c = &L.c[conn_index(ids[i])];
             if (!c->active || c->id != ids[i]) continue;
-            int resume;
-            conn_out *o = conn_take_out(c->id, &resume);
-            if (o) {
-                if (!c->wq) c->last_tx = now_mono(); /* the stall clock starts with pending output */
-                if (c->wq_tail) c->wq_tail->next = o;
-                else c->wq = o;
-                while (o->next) o = o->next;
-                c->wq_tail = o;
-            }
+            int resume = pull_output(c);
             if (flush_client(c) < 0) continue;
             if (resume && c->st == ST_WS && c->refusing != 2) {
                 c->paused = 0;

@@ -133,11 +133,6 @@ int session_validate_upload(const uint8_t *data, size_t len, const known_camera 
  * 0 with *out filled, or -1 with a client message in err; nothing is changed on error. */
 int session_store_image(session *s, const session_upload *up, session_stored *out, char *err, size_t errlen);
 
-/* session_validate_upload + session_store_image in one call (caller holds s->lock), for callers
- * of the previous API; stored_name receives out.stored_name. */
-int session_add_image(session *s, const uint8_t *data, size_t len, const char *display,
-                      const known_camera *cam, char *stored_name, size_t name_cap, char *err, size_t errlen);
-
 /* Length in bytes of the longest prefix of name that fits max bytes and ends on a UTF-8
  * character boundary (strlen(name) when it already fits). */
 size_t session_filename_bound(const char *name, size_t max);

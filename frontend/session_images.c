@@ -104,17 +104,3 @@ int session_store_image(session *s, const session_upload *up, session_stored *ou
     out->image_count = s->image_count;
     return 0;
 }
-
-int session_add_image(session *s, const uint8_t *data, size_t len, const char *display,
-                      const known_camera *cam, char *stored_name, size_t name_cap, char *err, size_t errlen) {
-    if (s->deleted) { /* before the decode: a deleted session needs no validation */
-        snprintf(err, errlen, "Session %s not found", s->id);
-        return -1;
-    }
-    if (session_validate_upload(data, len, cam, err, errlen)) return -1;
-    session_upload up = {.data = data, .len = len, .filename = display, .cam = cam};
-    session_stored out;
-    if (session_store_image(s, &up, &out, err, errlen)) return -1;
-    snprintf(stored_name, name_cap, "%s", out.stored_name);
-    return 0;
-}

@@ -3,8 +3,11 @@
  * strand nothing), the per-session job API, a worker killed while holding a job (requeued once
  * with an EVENT_REQUEUED, then failed), a process killed while holding the segment's mutex in
  * the middle of torn updates (the repair must restore a working, consistent segment), and the
- * segment's single-owner rule (a second creator is refused, a dead owner's segment replaced).
+ * segment's single-owner rule (a second creator is refused, a dead owner's segment replaced),
+ * and an unrecoverable mutex stopping the process with a message.
  * Every phase ends with shmq_validate. */
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -390,6 +393,46 @@ static void test_single_owner(shmq *q) {
     close(pipefd[1]);
 }
 
+/* A mutex left inconsistent (a holder died, the next one released it without repairing) can
+ * never be locked again: shmq_lock must stop the process loudly, not hang or carry on. */
+static void test_unrecoverable(void) {
+    char uname[64], err[256];
+    snprintf(uname, sizeof uname, "/da3-test-unrec-%d", (int)getpid());
+    shmq *u = shmq_create(uname, 1u << 20, err, sizeof err);
+    CHECK_MSG(u != NULL, "%s", err);
+    if (!u) return;
+    pid_t a = fork();
+    if (a == 0) {
+        pthread_mutex_lock(&u->h->lock);
+        raise(SIGKILL);
+    }
+    wait_exit(a);
+    pid_t b = fork();
+    if (b == 0) { /* gets EOWNERDEAD and releases without pthread_mutex_consistent */
+        int rc = pthread_mutex_lock(&u->h->lock);
+        pthread_mutex_unlock(&u->h->lock);
+        _exit(rc == EOWNERDEAD ? 0 : 1);
+    }
+    CHECK(wait_exit(b) == 0);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t c = fork();
+    if (c == 0) {
+        alarm(10);
+        dup2(fds[1], 2);
+        shmq_lock(u);
+        _exit(0);
+    }
+    close(fds[1]);
+    char out[1024] = "";
+    ssize_t n, got = 0;
+    while (got < (ssize_t)sizeof out - 1 && (n = read(fds[0], out + got, sizeof out - 1 - (size_t)got)) > 0) got += n;
+    close(fds[0]);
+    CHECK(wait_exit(c) == -SIGABRT);
+    CHECK_MSG(strstr(out, "not recoverable") != NULL && strstr(out, uname) != NULL, "%s", out);
+    shmq_close(u, 1);
+}
+
 int main(void) {
     alarm(120); /* a broken repair hangs in a block walk: fail instead of blocking CI */
     snprintf(name, sizeof name, "/da3-test-shmq-%d", (int)getpid());
@@ -405,6 +448,7 @@ int main(void) {
     test_death_inside_the_lock(q);
     test_single_owner(q);
     test_limits(q);
+    test_unrecoverable();
     shmq_close(q, 1);
     CHECK(shmq_attach(name, err, sizeof err) == NULL); /* unlinked on close */
     CHECK_DONE("test_shm_queue");

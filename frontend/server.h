@@ -2,6 +2,8 @@
 #ifndef DA3_SERVER_H
 #define DA3_SERVER_H
 
+#include <stdatomic.h>
+
 #include "frontend/options.h"
 #include "shm/shm_queue.h"
 
@@ -13,7 +15,7 @@ typedef struct {
     char shm_name[64];
     struct mg_context *ctx;
     double started_mono;
-    volatile int stopping;
+    atomic_int stopping;     /* set once by the main thread at shutdown, read by every loop */
 } server_state;
 
 extern server_state g_server;

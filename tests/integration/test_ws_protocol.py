@@ -33,6 +33,15 @@ async def main():
     m = await generate(ws)
     check(m[1] == {"type": "error", "message": "No images in session"}, f"generate with no images: {m}")
 
+    # deeply nested JSON (Jansson recurses per level; a few thousand levels used to crash the
+    # front): refused with a message before the parser runs, and the socket stays usable
+    for text in ("[" * 5000, '{"a":' * 5000 + "1" + "}" * 5000, '{"type":"ping","x":' + "[" * 100000 + "]" * 100000 + "}"):
+        await ws.send(text)
+        m = await recv_json(ws)
+        check(m.get("type") == "error" and "nested deeper" in m.get("message", ""), f"deep JSON refused: {m}")
+    await ws.send(json.dumps({"type": "ping"}))
+    check((await recv_json(ws)).get("type") == "pong", "socket usable after deep JSON")
+
     # base64 JSON image with a hostile filename: stored under a server-chosen name
     a = await send_image(ws, make_image(140, 105, 1), filename="../../evil.jpg")
     check(a.get("type") == "ack" and a.get("image_count") == 1 and a.get("session_id") == sid

@@ -85,6 +85,7 @@ typedef struct {
     uint8_t ctlbuf[WS_MAX_CONTROL];
     int paused, close_recv, close_sent, refusing;
     int starved;                   /* waiting for `want` bytes of the front's inbound budget */
+    int resume_wanted;             /* a handler finished the message: read again */
     size_t want, reserved;         /* budget wanted by the current frame / held by the message */
     double close_sent_at;
     int ping_out;
@@ -102,6 +103,8 @@ static struct {
 } L;
 
 static const char ALLOW[] = "GET, HEAD, POST, DELETE, OPTIONS";
+
+static int pull_output(lconn *c);
 
 int net_listen(const char *host, int port, char *err, size_t errlen) {
     struct addrinfo hints, *res = NULL;
@@ -265,6 +268,7 @@ static void respond(lconn *c, int status, const char *detail, const char *extra_
 
 /* Writes what the connection has queued until the socket is full. Returns -1 after teardown. */
 static int flush_client(lconn *c) {
+    pull_output(c); /* e.g. an answer or close frame the loop itself just queued */
     for (;;) {
         ssize_t w;
         /* Never interleave inside a frame, and never put a control frame of ours before an HTTP
@@ -338,8 +342,6 @@ static void queue_ctl(lconn *c, int opcode, const uint8_t *payload, size_t len) 
     f->len = h + len;
     f->sent = 0;
 }
-
-static int pull_output(lconn *c);
 
 /* ---- WebSocket ------------------------------------------------------------------------------ */
 
@@ -718,8 +720,9 @@ static void route(lconn *c, const http_head *h) {
     }
     if (http_head_has_token(h, "Upgrade", "websocket")) {
         size_t pl = strlen(L.cfg.ws_prefix);
-        if (c->requests > 0) respond(c, 400, "a WebSocket upgrade must be the first request of its connection", NULL);
-        else if (h->target_len < pl || memcmp(h->target, L.cfg.ws_prefix, pl)) respond(c, 404, "Not Found", NULL);
+        /* Heads are only parsed between requests (the previous response fully written), so an
+         * upgrade may come on a reused keep-alive connection, as nginx's upstream pool sends it. */
+        if (h->target_len < pl || memcmp(h->target, L.cfg.ws_prefix, pl)) respond(c, 404, "Not Found", NULL);
         else ws_upgrade(c, h);
         return;
     }
@@ -930,11 +933,12 @@ static void accept_all(int lfd) {
     }
 }
 
-/* Moves what other threads queued for the connection onto its write list; returns whether the
- * handler asked for reading to resume. */
+/* Moves what was queued for the connection (by other threads, or by the loop itself through
+ * conn.h) onto its write list; a handler's request to resume reading is kept in resume_wanted. */
 static int pull_output(lconn *c) {
     int resume;
     conn_out *o = conn_take_out(c->id, &resume);
+    if (resume) c->resume_wanted = 1;
     if (o) {
         if (!c->wq) c->last_tx = now_mono(); /* the stall clock starts with pending output */
         if (c->wq_tail) c->wq_tail->next = o;
@@ -942,7 +946,7 @@ static int pull_output(lconn *c) {
         while (o->next) o = o->next;
         c->wq_tail = o;
     }
-    return resume;
+    return c->resume_wanted;
 }
 
 /* Takes new output, close requests and resume-reading signals from other threads. */
@@ -953,9 +957,10 @@ static void take_work(void) {
         for (int i = 0; i < n; i++) {
             lconn *c = &L.c[conn_index(ids[i])];
             if (!c->active || c->id != ids[i]) continue;
-            int resume = pull_output(c);
+            pull_output(c);
             if (flush_client(c) < 0) continue;
-            if (resume && c->st == ST_WS && c->refusing != 2) {
+            if (c->resume_wanted && c->st == ST_WS && c->refusing != 2) {
+                c->resume_wanted = 0;
                 c->paused = 0;
                 ws_process(c);
                 if (!c->active) continue;

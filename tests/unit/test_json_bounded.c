@@ -111,12 +111,6 @@ static void *deep_on_small_stack(void *arg) {
     return o == NULL && !strcmp(err.text, too_deep_32) ? (void *)1 : NULL;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void test_huge(void) {
     size_t n = 10u << 20;
     char *t = malloc(n);

@@ -4,7 +4,8 @@
  *
  * Locks: the registry lock is a leaf: it is never held while any other lock is taken, so any
  * thread may call sessions_get/sessions_put while holding a session's lock. A session's `lock`
- * guards its state; `write_lock` guards the attached socket. */
+ * guards its state. A session's job lives in the shared job table (frontend/jobs.h) and its
+ * socket in the attach map (frontend/attach.h): neither is stored here. */
 #ifndef DA3_SESSION_H
 #define DA3_SESSION_H
 
@@ -25,7 +26,6 @@ typedef struct {
     int has_camera;  /* known camera stored beside it (<file>.camera.json, common/camera_json.h) */
 } session_image;
 
-struct ws_client;
 
 typedef struct session {
     char id[37];
@@ -41,13 +41,6 @@ typedef struct session {
     int image_count, image_cap;
     session_image *images;
     int deleted;           /* set (under lock) by sessions_remove; nothing is written after it */
-    int job_slot;          /* shm job slot while a job is queued or running, else -1 */
-    uint64_t job_id;
-    int job_finalize, job_incremental, job_images;
-    double job_submitted;  /* monotonic */
-    /* Guarded by write_lock: the attached socket, written to from other threads. */
-    pthread_mutex_t write_lock;
-    struct ws_client *client;
     /* Guarded by the registry lock: */
     int refs;
 } session;

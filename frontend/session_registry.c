@@ -32,9 +32,7 @@ session *session_alloc(const char *root, const char *id, int fsync_writes) {
         return NULL;
     }
     pthread_mutex_init(&s->lock, NULL);
-    pthread_mutex_init(&s->write_lock, NULL);
     s->fsync_writes = fsync_writes;
-    s->job_slot = -1;
     s->refs = 1; /* the registry's own reference */
     return s;
 }
@@ -44,7 +42,6 @@ void session_free(session *s) {
     free(s->images);
     free(s->error_message);
     pthread_mutex_destroy(&s->lock);
-    pthread_mutex_destroy(&s->write_lock);
     free(s);
 }
 
@@ -211,7 +208,7 @@ int sessions_expired(double now, double timeout_s, session **out, int max) {
     for (int i = 0; i < n; i++) {
         session *s = all[i];
         pthread_mutex_lock(&s->lock);
-        int idle = !s->deleted && now - s->last_activity > timeout_s && s->job_slot < 0;
+        int idle = !s->deleted && now - s->last_activity > timeout_s && s->status != SESSION_PROCESSING;
         pthread_mutex_unlock(&s->lock);
         if (idle && found < max)
             out[found++] = s;

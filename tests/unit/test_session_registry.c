@@ -104,7 +104,7 @@ static void test_expiry(void) {
     for (int i = 0; i < n; i++) {
         pthread_mutex_lock(&all[i]->lock);
         all[i]->last_activity = now - (i == 0 ? 1000 : i == 1 ? 1000 : 5);
-        if (i == 1) all[i]->job_slot = 7; /* processing: never expires */
+        if (i == 1) all[i]->status = SESSION_PROCESSING; /* processing: never expires */
         pthread_mutex_unlock(&all[i]->lock);
     }
     session *out[10];
@@ -115,7 +115,7 @@ static void test_expiry(void) {
     CHECK(sessions_expired(now, 1, out, 10) == 2);
     sessions_put(out[0]);
     sessions_put(out[1]);
-    all[1]->job_slot = -1;
+    all[1]->status = SESSION_ACTIVE;
     for (int i = 0; i < n; i++) CHECK(all[i]->refs == 2);
     for (int i = 0; i < n; i++) {
         session *r = sessions_remove(all[i]->id);

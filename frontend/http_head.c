@@ -54,7 +54,11 @@ int http_head_parse(const char *buf, size_t len, http_head *h, int *status, cons
         *why = "malformed HTTP version";
         return -1;
     }
-    if (buf[p + 5] != '1' || buf[p + 6] != '.' || buf[p + 7] < '0' || buf[p + 7] > '9') {
+    if (buf[p + 5] < '0' || buf[p + 5] > '9' || buf[p + 6] != '.' || buf[p + 7] < '0' || buf[p + 7] > '9') {
+        *why = "malformed HTTP version";
+        return -1;
+    }
+    if (buf[p + 5] != '1') {
         *status = 505;
         *why = "only HTTP/1.x is supported";
         return -1;
@@ -69,7 +73,13 @@ int http_head_parse(const char *buf, size_t len, http_head *h, int *status, cons
     p++;
     /* Header fields until the blank line. */
     while (p < end) {
-        if (buf[p] == '\r' || buf[p] == '\n') break;
+        /* Only a whole empty line ends the head: a stray CR must not hide the headers after it
+         * (a proxy in front could frame the request differently from us). */
+        if (buf[p] == '\n' || (buf[p] == '\r' && p + 1 < end && buf[p + 1] == '\n')) break;
+        if (buf[p] == '\r') {
+            *why = "malformed header field";
+            return -1;
+        }
         if (h->num_headers == HTTP_MAX_HEADERS) {
             *status = 431;
             *why = "more than 64 request headers";

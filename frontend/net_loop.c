@@ -54,8 +54,10 @@ typedef struct {
     conn_state st;
     uint32_t ev, bev;              /* current epoll interest of fd / bfd */
     double opened, last_rx, last_tx, wait_since;
+    double last_data_tx;           /* last progress writing a queued frame (not our pings) */
+    double body_deadline;          /* the forwarded request's body must have arrived by then */
     uint8_t *rbuf;
-    size_t rlen;
+    size_t rlen, rcap;             /* rcap: RBUF_CAP, or a whole HTTP body while one is collected */
     /* output */
     conn_out *wq, *wq_tail;        /* frames taken from the slot, oldest first */
     ctl_frame ctl[4];
@@ -64,6 +66,7 @@ typedef struct {
     /* HTTP */
     int requests;                  /* requests seen on this connection */
     int forwarding;                /* a request is with the backend */
+    int connect_pending;           /* the body is collected first: CivetWeb only sees whole requests */
     int bconnecting;
     char *bout;                    /* rewritten request head for the backend */
     size_t bout_len, bout_sent;
@@ -153,7 +156,7 @@ static int has_output(const lconn *c) {
 
 static void set_interest(lconn *c) {
     uint32_t want = 0;
-    int can_read = c->st == ST_WS ? !c->paused && !c->close_recv && !c->starved : c->rlen < RBUF_CAP;
+    int can_read = c->st == ST_WS ? !c->paused && !c->close_recv && !c->starved : c->rlen < c->rcap;
     if (!c->c_eof && can_read && !c->close_after_flush) want |= EPOLLIN;
     if (has_output(c)) want |= EPOLLOUT;
     if (want != c->ev) {
@@ -297,7 +300,7 @@ static int flush_client(lconn *c) {
                 struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
                 w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
                 if (w < 0) goto error;
-                c->last_tx = now_mono();
+                c->last_tx = c->last_data_tx = now_mono();
                 o->sent += (size_t)w;
             }
             if (o->sent < o->hlen + o->len) continue;
@@ -734,17 +737,36 @@ static void route(lconn *c, const http_head *h) {
     }
     size_t blen;
     char *bh = backend_head(c, h, &blen);
-    if (!bh || connect_backend(c)) {
+    /* A body is collected whole before CivetWeb is contacted, so a client trickling its body
+     * holds a buffer (bounded by max_http_body and the deadline), never a CivetWeb thread. */
+    if (bh && body) {
+        size_t need = h->head_len + body + RBUF_CAP;
+        if (need > c->rcap) {
+            uint8_t *g = realloc(c->rbuf, need);
+            if (!g) {
+                free(bh);
+                respond(c, 503, "out of memory", NULL);
+                return;
+            }
+            c->rbuf = g;
+            c->rcap = need;
+        }
+    }
+    if (!bh || (!body && connect_backend(c))) {
         free(bh);
         respond(c, 503, "cannot reach the HTTP handlers", NULL);
         return;
     }
+    c->connect_pending = body > 0;
     c->requests++;
     c->forwarding = 1;
     c->bout = bh;
     c->bout_len = blen;
     c->bout_sent = 0;
     c->body_left = body;
+    /* The whole body within the request timeout, plus a second per 64 KB: a trickled body
+     * holds a CivetWeb thread, so it cannot be allowed to take forever. */
+    c->body_deadline = now_mono() + L.cfg.request_timeout + (double)body / 65536.0;
     c->resp_seen = c->resp_framed = 0;
     c->b_eof = 0;
     rbuf_consume(c, h->head_len);
@@ -757,6 +779,13 @@ static void http_take_body(lconn *c) {
     size_t take = avail < c->body_left ? avail : (size_t)c->body_left;
     c->body_ready += take;
     c->body_left -= take;
+    if (c->connect_pending && c->body_left == 0) {
+        c->connect_pending = 0;
+        if (connect_backend(c)) {
+            c->forwarding = 0;
+            respond(c, 503, "cannot reach the HTTP handlers", NULL);
+        }
+    }
 }
 
 /* Parses and routes the next request head when the connection is between requests. */
@@ -854,6 +883,10 @@ static void http_response_done(lconn *c) {
         return;
     }
     c->wait_since = now_mono();
+    if (c->rcap > RBUF_CAP && c->rlen <= RBUF_CAP) { /* give a collected body's buffer back */
+        uint8_t *g = realloc(c->rbuf, RBUF_CAP);
+        if (g) c->rbuf = g, c->rcap = RBUF_CAP;
+    }
     http_process(c);
 }
 
@@ -867,13 +900,13 @@ static void client_readable(lconn *c) {
             r = ws_read_payload(c);
         } else {
             if (c->st == ST_WS && (c->paused || c->close_recv)) return;
-            if (c->rlen >= RBUF_CAP) return;
-            if (!c->rbuf) c->rbuf = malloc(RBUF_CAP);
+            if (!c->rbuf) c->rbuf = malloc(c->rcap = RBUF_CAP);
+            if (c->rbuf && c->rlen >= c->rcap) return;
             if (!c->rbuf) {
                 teardown(c, "out of memory");
                 return;
             }
-            r = read(c->fd, c->rbuf + c->rlen, RBUF_CAP - c->rlen);
+            r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
             if (r > 0) c->rlen += (size_t)r;
         }
         if (r == 0) {
@@ -927,6 +960,7 @@ static void accept_all(int lfd) {
         c->st = ST_HTTP;
         c->opened = c->last_rx = c->last_tx = c->wait_since = now_mono();
         c->ev = EPOLLIN;
+        c->rcap = RBUF_CAP;
         atomic_fetch_add(&L.conns, 1);
         struct epoll_event e = {.events = EPOLLIN, .data.u64 = TAG(TAG_CLIENT) | (uint64_t)conn_index(id)};
         if (epoll_ctl(L.ep, EPOLL_CTL_ADD, fd, &e)) teardown(c, "epoll");
@@ -993,7 +1027,7 @@ static void sweep(double now) {
         }
         if (c->st == ST_HTTP) {
             if (c->forwarding) {
-                if (c->body_left && now - c->last_rx > k->request_timeout) teardown(c, "request body too slow");
+                if (c->body_left && now > c->body_deadline) teardown(c, "request body not received in time");
                 continue;
             }
             if (c->close_after_flush) continue;
@@ -1010,7 +1044,9 @@ static void sweep(double now) {
             teardown(c, "peer did not answer the close frame");
             continue;
         }
-        double silent = now - c->last_rx;
+        /* A peer that keeps taking a large result is alive even while its pong waits behind
+         * that frame; our own pings' bytes prove nothing. */
+        double silent = now - (c->last_rx > c->last_data_tx ? c->last_rx : c->last_data_tx);
         if (c->starved) continue;
         if (!c->paused && silent > k->ping_interval + k->pong_timeout) {
             log_info("connection %llu: dropped, silent for %.0f s (no pong); its session is kept", (unsigned long long)c->id, silent);

@@ -118,7 +118,7 @@ size_t ws_close_payload(uint8_t *out, int code, const char *reason) {
     out[1] = (uint8_t)code;
     size_t r = reason ? strlen(reason) : 0;
     if (r > WS_MAX_CONTROL - 2) r = utf8_prefix((const uint8_t *)reason, WS_MAX_CONTROL - 2);
-    memcpy(out + 2, reason, r);
+    if (r) memcpy(out + 2, reason, r);
     return r + 2;
 }
 

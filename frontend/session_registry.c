@@ -140,16 +140,20 @@ session *sessions_create(const session_config *cfg, int *http_status, char *err,
     return ok ? s : NULL;
 }
 
+/* Index of session `id` in the registry, or -1 (caller holds reg.lock). A short scan: lookups
+ * are rare next to the work each request does, and max_sessions is in the thousands at most. */
+static int index_locked(const char *id) {
+    for (int i = 0; i < reg.count; i++)
+        if (!strcmp(reg.items[i]->id, id)) return i;
+    return -1;
+}
+
 session *sessions_get(const char *id) {
     if (!id || !is_uuid(id)) return NULL;
-    session *found = NULL;
     pthread_mutex_lock(&reg.lock);
-    for (int i = 0; i < reg.count; i++)
-        if (!strcmp(reg.items[i]->id, id)) {
-            found = reg.items[i];
-            found->refs++;
-            break;
-        }
+    int i = index_locked(id);
+    session *found = i >= 0 ? reg.items[i] : NULL;
+    if (found) found->refs++;
     pthread_mutex_unlock(&reg.lock);
     return found;
 }
@@ -166,12 +170,11 @@ session *sessions_remove(const char *id) {
     if (!id || !is_uuid(id)) return NULL;
     session *found = NULL;
     pthread_mutex_lock(&reg.lock);
-    for (int i = 0; i < reg.count; i++)
-        if (!strcmp(reg.items[i]->id, id)) {
-            found = reg.items[i];
-            reg.items[i] = reg.items[--reg.count];
-            break; /* the registry's reference becomes the caller's */
-        }
+    int i = index_locked(id);
+    if (i >= 0) {
+        found = reg.items[i];
+        reg.items[i] = reg.items[--reg.count]; /* the registry's reference becomes the caller's */
+    }
     pthread_mutex_unlock(&reg.lock);
     if (!found) return NULL;
     /* Under the session's lock an upload in flight has either finished writing or will see

@@ -258,3 +258,26 @@ def front_peak_rss_kb(server):
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return -1
+
+
+async def session_with_images(srv, n, res=140, size=(140, 105), seed=10):
+    """Creates a session (process_res res, few points), connects and uploads n JPEGs; returns
+    (session id, socket)."""
+    sid = srv.create(f"process_res={res}&num_max_points=4000")
+    ws, _ = await connect(srv, sid)
+    for i in range(n):
+        a = await send_image(ws, make_image(size[0], size[1], seed + i))
+        assert a["type"] == "ack", a
+    return sid, ws
+
+
+def wait_new_worker(srv, old_pid, timeout=60):
+    """The pid of a ready worker other than old_pid (a restart), or None after timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pids = srv.worker_pids()
+        if pids and old_pid not in pids:
+            return pids[0]
+        time.sleep(0.1)
+    return None
+

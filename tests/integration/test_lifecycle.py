@@ -10,7 +10,8 @@ import subprocess
 import tempfile
 import time
 
-from harness import BUILD, REPO, SERVER, Server, check, connect, finish, generate, make_image, recv_json, run, send_image
+from harness import (BUILD, REPO, SERVER, Server, check, connect, finish, generate, make_image, recv_json, run,
+                     send_image, session_with_images, wait_new_worker)
 
 WORKER = os.path.join(BUILD, "da3-worker")
 
@@ -34,23 +35,6 @@ def wait_gone(pid, timeout):
     return None
 
 
-def wait_new_worker(srv, old_pid, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        pids = srv.worker_pids()
-        if pids and old_pid not in pids:
-            return pids[0]
-        time.sleep(0.1)
-    return None
-
-
-async def session_with_images(srv, n, res=140, size=(140, 105)):
-    sid = srv.create(f"process_res={res}&num_max_points=4000")
-    ws, _ = await connect(srv, sid)
-    for i in range(n):
-        a = await send_image(ws, make_image(size[0], size[1], 30 + i))
-        assert a["type"] == "ack", a
-    return sid, ws
 
 
 async def second_server_same_port():

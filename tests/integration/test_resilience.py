@@ -7,16 +7,8 @@ import os
 import signal
 import time
 
-from harness import Server, check, connect, finish, generate, make_image, recv_json, run, send_image
-
-
-async def session_with_images(srv, n, res=140, size=(140, 105)):
-    sid = srv.create(f"process_res={res}&num_max_points=4000")
-    ws, _ = await connect(srv, sid)
-    for i in range(n):
-        a = await send_image(ws, make_image(size[0], size[1], 10 + i))
-        assert a["type"] == "ack", a
-    return sid, ws
+from harness import (Server, check, connect, finish, generate, make_image, recv_json, run, send_image,
+                     session_with_images, wait_new_worker)
 
 
 async def wait_stage(ws, stage):
@@ -27,15 +19,6 @@ async def wait_stage(ws, stage):
         if m["type"] != "progress":
             return m
 
-
-def wait_ready_pid(srv, old_pid, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        pids = srv.worker_pids()
-        if pids and old_pid not in pids:
-            return pids[0]
-        time.sleep(0.1)
-    return None
 
 
 async def worker_death():
@@ -54,7 +37,7 @@ async def worker_death():
             if m["type"] != "progress":
                 break
         check(m["type"] == "complete" and m["image_count"] == 3, f"retried job completes: {str(m)[:200]}")
-        new_pid = wait_ready_pid(srv, pid)
+        new_pid = wait_new_worker(srv, pid)
         check(new_pid is not None, "a dead worker is restarted")
         check("killed by signal 9" in srv.log_text(), "the death is logged")
 
@@ -66,7 +49,7 @@ async def worker_death():
             pid = srv.worker_pids()[0] if srv.worker_pids() else None
             os.kill(pid, signal.SIGKILL)
             if attempt == 0:
-                wait_ready_pid(srv, pid)
+                wait_new_worker(srv, pid)
         while True:
             m = await recv_json(ws, 300)
             if m["type"] != "progress":
@@ -74,7 +57,7 @@ async def worker_death():
         check(m["type"] == "error" and "worker process died" in m["message"], f"error after two deaths: {m}")
         st, info = srv.http("GET", f"/ws/session/{sid}")
         check(st == 200 and info["image_count"] == 3 and info["status"] == "error", f"session kept: {info}")
-        wait_ready_pid(srv, pid)
+        wait_new_worker(srv, pid)
         progress, res = await generate(ws)
         check(res["type"] == "complete", "the session works again afterwards")
         await ws.close()

@@ -60,9 +60,12 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+# da3-load (tests/load/): the load generator; it links none of the server's code.
+LOAD_SRC := $(wildcard tests/load/*.c)
+LOAD_BIN := $(BUILD)/da3-load
 
-.PHONY: all deps run test bench clean format
-all: $(PROGS) $(UNIT_BIN) $(TOOL_BIN)
+.PHONY: all deps run test bench bench-load clean format
+all: $(PROGS) $(UNIT_BIN) $(TOOL_BIN) $(LOAD_BIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -90,6 +93,9 @@ $(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(LOAD_BIN): $(LOAD_SRC:%.c=$(BUILD)/obj/%.o)
+	$(CC) $(LDFLAGS) $^ -lcivetweb -ljansson -lpthread -lm -o $@
+
 deps:
 	@scripts/install-deps.sh
 
@@ -106,6 +112,11 @@ bench:
 	@scripts/install-deps.sh --test
 	@$(MAKE) --no-print-directory all
 	BUILD=$(BUILD) scripts/bench.sh
+
+# Capacity figures (scripts/bench-load.sh; docs/load-testing.md): printed, not asserted.
+bench-load:
+	@$(MAKE) --no-print-directory all
+	BUILD=$(BUILD) scripts/bench-load.sh
 
 clean:
 	rm -rf build

@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "frontend/metrics.h"
 #include "frontend/ws_frame.h"
 
 typedef struct {
@@ -303,10 +304,12 @@ conn_out *conn_take_out(uint64_t id, int *resume_read) {
 
 void conn_out_done(uint64_t id, conn_out *o, int delivered, const char *why) {
     if (o->note) {
-        if (delivered)
-            log_info("%s: delivered (%zu bytes, %.0f ms after it was queued)", o->note, o->len,
-                     (now_mono() - o->queued_at) * 1e3);
-        else
+        if (delivered) {
+            /* Only results carry a note: this is their send stage (queued -> last byte written). */
+            double send_s = now_mono() - o->queued_at;
+            metrics_stage(METRICS_STAGE_SEND, send_s);
+            log_info("%s: delivered (%zu bytes, %.0f ms after it was queued)", o->note, o->len, send_s * 1e3);
+        } else
             log_warn("%s: NOT delivered (%s)", o->note, why ? why : "connection closed");
     }
     size_t bytes = o->hlen + o->len;

@@ -9,6 +9,9 @@
 #include "common/json_bounded.h"
 #include "common/util.h"
 #include "frontend/jobs.h"
+#include "frontend/conn.h"
+#include "frontend/metrics.h"
+#include "frontend/net_loop.h"
 #include "frontend/server.h"
 #include "frontend/session.h"
 #include "frontend/supervisor.h"
@@ -252,7 +255,107 @@ static int status_handler(struct mg_connection *conn, void *cbdata) {
     return send_json(conn, 200, out);
 }
 
+/* Workers by state and the model they serve (the first ready one's, else the options'), from a
+ * snapshot of the worker table. */
+typedef struct {
+    int configured, starting, ready, dead;
+    char model[160];
+    int trained;
+    char not_ready[256]; /* the first worker that is not ready, and why */
+} worker_summary;
+
+static void summarize_workers(worker_summary *ws) {
+    memset(ws, 0, sizeof *ws);
+    ws->configured = g_server.opt.workers;
+    snprintf(ws->model, sizeof ws->model, "%s", g_server.opt.model);
+    ws->trained = strcmp(g_server.opt.model, "demo") != 0;
+    shmq_worker *wtab = calloc(SHMQ_MAX_WORKERS, sizeof *wtab);
+    int nw = wtab ? shmq_worker_snapshot(g_server.q, wtab, g_server.opt.workers) : 0;
+    int named = 0;
+    for (int i = 0; i < nw; i++) {
+        const shmq_worker *w = &wtab[i];
+        ws->ready += w->state == WORKER_READY;
+        ws->starting += w->state == WORKER_STARTING;
+        ws->dead += w->state == WORKER_DEAD;
+        if (w->state == WORKER_READY && !named++) {
+            snprintf(ws->model, sizeof ws->model, "%s", w->model_name);
+            ws->trained = w->model_trained;
+        }
+        if (w->state != WORKER_READY && !ws->not_ready[0])
+            snprintf(ws->not_ready, sizeof ws->not_ready, "worker %d is %s%s%.200s", i,
+                     shmq_worker_state_name(w->state), w->error[0] ? ": " : "", w->error);
+    }
+    free(wtab);
+}
+
+/* GET /metrics: Prometheus text format 0.0.4 (frontend/metrics.c). */
+static int metrics_handler(struct mg_connection *conn, void *cbdata) {
+    (void)cbdata;
+    const char *method = mg_get_request_info(conn)->request_method;
+    if (!method_in(method, "GET, HEAD, OPTIONS")) return send_not_allowed(conn, "GET, HEAD, OPTIONS");
+    if (!strcmp(method, "OPTIONS")) return send_preflight(conn);
+    worker_summary ws;
+    summarize_workers(&ws);
+    metrics_gauges g = {.sessions = sessions_count(), .sessions_max = g_server.opt.max_sessions,
+                        .jobs_capacity = SHMQ_MAX_JOBS, .workers_configured = ws.configured,
+                        .workers_starting = ws.starting, .workers_ready = ws.ready, .workers_dead = ws.dead,
+                        .inbound_bytes = conn_inbound_bytes(),
+                        .inbound_budget = (size_t)g_server.opt.max_inbound_mb << 20,
+                        .outgoing_queue_limit = (size_t)2 * ((size_t)g_server.opt.max_message_mb << 20),
+                        .model_name = ws.model, .model_trained = ws.trained,
+                        .uptime_s = now_mono() - g_server.started_mono};
+    net_loop_counts(&g.connections, &g.websockets);
+    shmq_counts(g_server.q, &g.jobs_queued, &g.jobs_running);
+    shmq_arena_usage(g_server.q, &g.arena_used, &g.arena_size);
+    size_t len = 0;
+    char *text = metrics_render(&g, &len);
+    if (!text) return send_detail(conn, 500, "out of memory");
+    mg_printf(conn,
+              "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+              "Content-Length: %zu\r\nAccess-Control-Allow-Origin: *\r\nCache-Control: no-store\r\n\r\n", len);
+    if (strcmp(method, "HEAD")) mg_write(conn, text, len);
+    free(text);
+    return 200;
+}
+
+/* GET, HEAD and OPTIONS only: 1 when the handler is done (405 or the preflight sent). */
+static int probe_method_done(struct mg_connection *conn) {
+    const char *method = mg_get_request_info(conn)->request_method;
+    if (!method_in(method, "GET, HEAD, OPTIONS")) return send_not_allowed(conn, "GET, HEAD, OPTIONS"), 1;
+    if (!strcmp(method, "OPTIONS")) return send_preflight(conn), 1;
+    return 0;
+}
+
+/* Liveness: 200 while the front runs (it answers at all), 503 once it is shutting down. */
+static int healthz_handler(struct mg_connection *conn, void *cbdata) {
+    (void)cbdata;
+    if (probe_method_done(conn)) return 200;
+    if (g_server.stopping) return send_json(conn, 503, json_pack("{s:s,s:s}", "status", "stopping", "detail", "server shutting down"));
+    return send_json(conn, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+/* Readiness: 200 only while every configured worker has its model loaded; 503 with why otherwise. */
+static int readyz_handler(struct mg_connection *conn, void *cbdata) {
+    (void)cbdata;
+    if (probe_method_done(conn)) return 200;
+    worker_summary ws;
+    summarize_workers(&ws);
+    json_t *workers = json_pack("{s:i,s:i,s:i,s:i}", "configured", ws.configured, "ready", ws.ready, "starting",
+                                ws.starting, "dead", ws.dead);
+    if (!g_server.stopping && ws.configured > 0 && ws.ready >= ws.configured)
+        return send_json(conn, 200, json_pack("{s:s,s:o}", "status", "ready", "workers", workers));
+    char detail[400];
+    if (g_server.stopping) snprintf(detail, sizeof detail, "server shutting down");
+    else snprintf(detail, sizeof detail, "not ready: %d of %d workers have loaded the model (%s)", ws.ready,
+                  ws.configured, ws.not_ready[0] ? ws.not_ready : "no worker started yet");
+    return send_json_with(conn, 503, json_pack("{s:s,s:s,s:o}", "status", "not ready", "detail", detail, "workers", workers),
+                          "Retry-After: 1\r\n");
+}
+
 void http_api_register(struct mg_context *ctx) {
+    mg_set_request_handler(ctx, "/metrics$", metrics_handler, NULL);
+    mg_set_request_handler(ctx, "/healthz$", healthz_handler, NULL);
+    mg_set_request_handler(ctx, "/readyz$", readyz_handler, NULL);
     mg_set_request_handler(ctx, "/ws/session", session_handler, NULL);
     mg_set_request_handler(ctx, "/ws/sessions", sessions_handler, NULL);
     mg_set_request_handler(ctx, "/status", status_handler, NULL);

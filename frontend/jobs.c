@@ -12,6 +12,7 @@
 #include "common/util.h"
 #include "frontend/client_send.h"
 #include "frontend/messages.h"
+#include "frontend/metrics.h"
 #include "frontend/server.h"
 
 static pthread_t dispatcher;
@@ -54,6 +55,28 @@ static void send_error(const char *session_id, const char *message) {
     free(m);
 }
 
+/* The start of the one log line every job ends with, whatever its outcome:
+ *   session <id>: <complete|delta|failed|cancelled> (job N, K images, attempt A; queue Q ms,
+ *   decode D, model M, fusion F, glb G, encode E ms[, GLB B B, message L B])
+ * followed by ": delivered (...)" / ": NOT delivered (why)" for a result (conn.c), the error for
+ * a failure, or the state a cancel found. Stages a job never reached read 0. */
+static void job_log_head(char *out, size_t n, const shmq_job *j, const char *outcome, double queue_s,
+                         double encode_ms, size_t message_len) {
+    int k = snprintf(out, n,
+                     "session %s: %s (job %llu, %d images, attempt %u; queue %.0f ms, decode %.0f, model %.0f, "
+                     "fusion %.0f, glb %.0f, encode %.0f ms",
+                     j->params.session_id, outcome, (unsigned long long)j->job_id, j->params.image_count,
+                     j->attempts, queue_s * 1e3, j->decode_ms, j->model_ms, j->fusion_ms, j->glb_ms, encode_ms);
+    if (k > 0 && (size_t)k < n && message_len)
+        k += snprintf(out + k, n - (size_t)k, ", GLB %llu B, message %zu B", (unsigned long long)j->glb_len,
+                      message_len);
+    if (k > 0 && (size_t)k < n) snprintf(out + k, n - (size_t)k, ")");
+}
+
+static double queue_wait_s(const shmq_job *j) {
+    return j->t_claimed > j->t_queued ? j->t_claimed - j->t_queued : 0;
+}
+
 jobs_submit_result jobs_submit(session *s, int finalize, int incremental, char *err, size_t errlen) {
     if (s->deleted) {
         snprintf(err, errlen, "Session %s not found", s->id);
@@ -84,12 +107,14 @@ jobs_submit_result jobs_submit(session *s, int finalize, int incremental, char *
         return JOBS_REFUSED;
     }
     if (slot < 0) {
+        metrics_job_rejected();
         int queued, running;
         shmq_counts(g_server.q, &queued, &running);
         snprintf(err, errlen, "server busy: the job queue is full (%d jobs waiting or running); retry in %d s",
                  queued + running, 5 + queued / (g_server.opt.workers > 0 ? g_server.opt.workers : 1));
         return JOBS_FAILED;
     }
+    metrics_job_submitted();
     /* The first progress is queued while the session lock is held and before a dispatcher can
      * see this job's events, so it always comes first. */
     double first = monotonic_progress(slot, job_id, 0.1);
@@ -107,8 +132,20 @@ int jobs_session_busy(const char *session_id) {
 }
 
 void jobs_cancel_session(const char *session_id) {
-    if (shmq_cancel_session(g_server.q, session_id) > 0)
-        log_info("session %s: its job was cancelled", session_id);
+    shmq_job j;
+    int found = shmq_find_session_job(g_server.q, session_id, &j) >= 0;
+    int n = shmq_cancel_session(g_server.q, session_id);
+    if (n <= 0) return;
+    metrics_job_outcome(METRICS_JOB_CANCELLED, (unsigned)n);
+    if (!found) { /* it ended between the two calls: nothing more to say about it */
+        log_info("session %s: cancelled (its job)", session_id);
+        return;
+    }
+    char line[700];
+    int queued = j.state == JOB_QUEUED;
+    job_log_head(line, sizeof line, &j, "cancelled", queued ? now_mono() - j.t_queued : queue_wait_s(&j), 0, 0);
+    log_info("%s: %s", line, queued ? "while queued" : j.state == JOB_CLAIMED ? "while running (its result is discarded)"
+                                                                               : "before its result was sent");
 }
 
 /* Records the end of the session's job: status per outcome, persisted. */
@@ -155,18 +192,24 @@ static void *deliver_result(void *arg) {
         finish_session(s, j->params.finalize, text != NULL, "could not encode the result");
         sessions_put(s);
     }
+    metrics_queue_wait(queue_wait_s(j));
     if (!text) {
+        metrics_job_outcome(METRICS_JOB_FAILED, 1);
+        char line[700];
+        job_log_head(line, sizeof line, j, "failed", queue_wait_s(j), (t1 - t0) * 1e3, 0);
+        log_warn("%s: could not encode the result", line);
         send_error(sid, "Failed to generate point cloud: could not encode the result");
     } else {
-        /* The connection loop logs the outcome once the last byte is written (or lost). */
-        char *note = malloc(600);
-        if (note)
-            snprintf(note, 600,
-                     "session %s: %s (%d images, GLB %llu B, message %zu B; queue %.0f ms, decode %.0f, "
-                     "model %.0f, fusion %.0f, glb %.0f, encode %.0f ms)",
-                     sid, type, j->params.image_count, (unsigned long long)j->glb_len, len,
-                     (j->t_claimed - j->t_queued) * 1e3, j->decode_ms, j->model_ms, j->fusion_ms,
-                     j->glb_ms, (t1 - t0) * 1e3);
+        metrics_job_outcome(METRICS_JOB_COMPLETED, 1);
+        metrics_stage(METRICS_STAGE_DECODE, j->decode_ms / 1e3);
+        metrics_stage(METRICS_STAGE_MODEL, j->model_ms / 1e3);
+        metrics_stage(METRICS_STAGE_FUSION, j->fusion_ms / 1e3);
+        metrics_stage(METRICS_STAGE_GLB, j->glb_ms / 1e3);
+        metrics_stage(METRICS_STAGE_ENCODE, t1 - t0);
+        /* The connection loop ends this job's log line once the last byte is written (or lost),
+         * and times the send stage. */
+        char *note = malloc(700);
+        if (note) job_log_head(note, 700, j, type, queue_wait_s(j), (t1 - t0) * 1e3, len);
         client_send_owned(sid, text, len, note);
     }
     free(d);
@@ -187,11 +230,19 @@ static void handle_finished(int slot, const shmq_job *j) {
             sessions_put(s);
         }
         send_error(sid, msg);
-        log_warn("session %s: job %llu failed: %s", sid, (unsigned long long)j->job_id, j->error);
+        metrics_job_outcome(METRICS_JOB_FAILED, 1);
+        if (j->t_claimed > 0) metrics_queue_wait(queue_wait_s(j));
+        char line[1300];
+        job_log_head(line, sizeof line, j, "failed", queue_wait_s(j), 0, 0);
+        log_warn("%s: %s", line, j->error);
         return;
     }
     result_delivery *d = malloc(sizeof *d);
     if (!d) {
+        metrics_job_outcome(METRICS_JOB_FAILED, 1);
+        char line[700];
+        job_log_head(line, sizeof line, j, "failed", queue_wait_s(j), 0, 0);
+        log_warn("%s: out of memory in the front", line);
         shmq_release(g_server.q, slot);
         send_error(sid, "Failed to generate point cloud: out of memory in the front");
         return;

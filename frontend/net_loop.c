@@ -25,6 +25,7 @@
 #include "frontend/handler_pool.h"
 #include "frontend/http_head.h"
 #include "frontend/messages.h"
+#include "frontend/metrics.h"
 #include "frontend/ws_frame.h"
 
 #define RBUF_CAP 65536        /* client input buffer (heads, frame headers, small frames) */
@@ -281,6 +282,7 @@ static int flush_client(lconn *c) {
             ctl_frame *f = &c->ctl[0];
             w = send(c->fd, f->b + f->sent, f->len - f->sent, MSG_NOSIGNAL);
             if (w < 0) goto error;
+            metrics_bytes_sent((size_t)w);
             c->last_tx = now_mono();
             f->sent += (size_t)w;
             if (f->sent == f->len) {
@@ -300,6 +302,7 @@ static int flush_client(lconn *c) {
                 struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
                 w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
                 if (w < 0) goto error;
+                metrics_bytes_sent((size_t)w);
                 c->last_tx = c->last_data_tx = now_mono();
                 o->sent += (size_t)w;
             }
@@ -318,6 +321,7 @@ static int flush_client(lconn *c) {
         if (c->st == ST_HTTP && c->slen > c->soff) {
             w = send(c->fd, c->sbuf + c->soff, c->slen - c->soff, MSG_NOSIGNAL);
             if (w < 0) goto error;
+            metrics_bytes_sent((size_t)w);
             c->last_tx = now_mono();
             c->soff += (size_t)w;
             if (c->soff == c->slen) c->soff = c->slen = 0;
@@ -610,6 +614,7 @@ static void ws_upgrade(lconn *c, const http_head *h) {
     rbuf_consume(c, h->head_len);
     c->st = ST_WS;
     atomic_fetch_add(&L.websockets, 1);
+    metrics_websocket_opened();
     c->last_rx = now_mono();
     conn_event *e = calloc(1, sizeof *e);
     char *t = strdup(target);
@@ -921,6 +926,7 @@ static void client_readable(lconn *c) {
             teardown(c, errno == ENOMEM ? "out of memory" : "read error");
             return;
         }
+        metrics_bytes_received((size_t)r);
         if (!c->active) return;
         c->last_rx = now_mono();
         c->ping_out = 0; /* anything from the peer proves it alive: the ping clock restarts */

@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "frontend/metrics.h"
 #include "frontend/session_store.h"
 
 static struct {
@@ -136,6 +137,7 @@ session *sessions_create(const session_config *cfg, int *http_status, char *err,
         s->refs++; /* the caller's reference */
     }
     pthread_mutex_unlock(&reg.lock);
+    if (ok) metrics_session_created();
     if (!ok && s) session_free(s);
     return ok ? s : NULL;
 }

@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "frontend/metrics.h"
 
 typedef struct {
     pid_t pid;
@@ -72,6 +73,7 @@ static void spawn(int i) {
     procs[i].pid = pid;
     procs[i].started = now_mono();
     procs[i].starts++;
+    if (procs[i].starts > 1) metrics_worker_restarted();
     shmq_worker_set_starting(cfg.q, i, (int)pid, cfg.devices[i]);
     log_info("started worker %d (pid %d) on %s", i, (int)pid, cfg.devices[i]);
 }

@@ -6,8 +6,9 @@ set -euo pipefail
 build_pkgs=(build-essential pkg-config libcivetweb-dev libjansson-dev libssl-dev libpng-dev libturbojpeg0-dev
             libtorch-dev libopenblas0-pthread)
 # Tests drive the real server with Python's websockets, validate GLBs with the Khronos validator
-# (node), drive the web page in a real Chromium, and put a real nginx in front for proxy tests.
-test_pkgs=(python3 python3-websockets nodejs npm nginx-light curl chromium fonts-liberation)
+# (node), parse /metrics with prometheus_client, drive the web page in a real Chromium, and put a
+# real nginx in front for proxy tests.
+test_pkgs=(python3 python3-websockets python3-prometheus-client nodejs npm nginx-light curl chromium fonts-liberation)
 
 want=("${build_pkgs[@]}")
 [[ "${1:-}" == "--test" ]] && want+=("${test_pkgs[@]}")

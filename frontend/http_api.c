@@ -215,7 +215,7 @@ static int status_handler(struct mg_connection *conn, void *cbdata) {
     const char *model_name = NULL;
     int trained = strcmp(g_server.opt.model, "demo") != 0;
     char name_buf[160] = "";
-    /* A copy taken under the segment lock, on the heap: 64 slots are ~31 KB. */
+    /* A copy taken under the segment lock, on the heap: 64 slots are ~37 KB. */
     shmq_worker *wtab = calloc(SHMQ_MAX_WORKERS, sizeof *wtab);
     int nw = wtab ? shmq_worker_snapshot(g_server.q, wtab, g_server.opt.workers) : 0;
     for (int i = 0; i < nw; i++) {
@@ -231,6 +231,7 @@ static int status_handler(struct mg_connection *conn, void *cbdata) {
         json_t *wj = json_pack("{s:i,s:i,s:s,s:s,s:I,s:I}", "index", i, "pid", w->pid, "state",
                                shmq_worker_state_name(w->state), "device", w->device, "jobs_done",
                                (json_int_t)w->jobs_done, "jobs_failed", (json_int_t)w->jobs_failed);
+        if (w->blas[0]) json_object_set_new(wj, "blas", json_string(w->blas));
         if (w->error[0]) json_object_set_new(wj, "error", json_string(w->error));
         json_array_append_new(workers, wj);
     }

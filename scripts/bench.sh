@@ -16,7 +16,20 @@ REPEATS=${BENCH_REPEATS:-3}
 tmp=$(mktemp -d /tmp/da3-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
 
-echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+# The CPU and the OpenBLAS kernels (and who chose them: OpenBLAS, OPENBLAS_CORETYPE, or our
+# correction of a generic fallback, worker/blas_kernels.h) go next to every figure below.
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
+blas=$("$BUILD/da3-infer" --blas-info 2>/dev/null | sed -n 's/^blas: //p')
+echo "== machine: $(nproc) cores, $cpu; da3-infer BLAS kernels: $blas"
+# Python's torch (the reference network, the seed server) runs on OpenBLAS's own choice.
+py_blas() {
+  local core
+  core=$(/usr/bin/python3 -c 'import ctypes, torch
+f = ctypes.CDLL("libopenblas.so.0").openblas_get_corename; f.restype = ctypes.c_char_p
+print(f().decode())' 2>/dev/null) || core=unknown
+  if [[ -n "${OPENBLAS_CORETYPE:-}" ]]; then echo "$core (OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE)"
+  else echo "$core (OpenBLAS's choice, not corrected)"; fi
+}
 imgs=()
 for i in $(seq 1 10); do
   "$BUILD/tools/make_jpeg" "$tmp/frame_$i.jpg" 640 480 "$i" 90
@@ -35,12 +48,12 @@ fi
 # weights the reference network is timed with (same topology), followed by the ratios.
 fwd_model=demo
 if [[ -n "${DA3_REF:-}" ]]; then
-  echo "== DA3 reference (PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), CPU fp32), 504x378"
+  echo "== DA3 reference (PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), CPU fp32), 504x378; CPU $cpu; BLAS kernels $(py_blas)"
   /usr/bin/python3 tests/bench/reference_forward.py --ref "$DA3_REF" --weights "$tmp/refw" \
     --views "$VIEWS" --repeats "$REPEATS" 2>/dev/null | grep '^reference' | tee "$tmp/ref.txt"
   fwd_model="$tmp/refw"
 fi
-echo "== model forward, DA3-Small topology ($fwd_model), 504x378 per view"
+echo "== model forward, DA3-Small topology ($fwd_model), 504x378 per view; CPU $cpu; BLAS kernels $blas"
 for prec in fp32 bf16; do
   echo "-- precision $prec"
   "$BUILD/da3-infer" --model "$fwd_model" --precision "$prec" --bench-views "$VIEWS" --bench-hw 378x504 \
@@ -57,7 +70,7 @@ if [[ -n "${DA3_REF:-}" ]]; then
   done
 fi
 
-echo "== offline pipeline (da3-infer), 10 x 640x480 JPEG, process_res 504"
+echo "== offline pipeline (da3-infer), 10 x 640x480 JPEG, process_res 504; CPU $cpu; BLAS kernels $blas"
 "$BUILD/da3-infer" --model "$model" --images "${imgs[@]}" --glb "$tmp/offline.glb" --json "$tmp/offline.json"
 
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -68,13 +81,15 @@ for prec in fp32 bf16; do
     curl -sf "http://127.0.0.1:$port/status" | grep -q '"ready":1' && break
     sleep 0.1
   done
-  echo "== server end to end (1 CPU worker, --precision $prec), 10 x 640x480 JPEG, process_res 504"
+  worker_blas=$(curl -sf "http://127.0.0.1:$port/status" | /usr/bin/python3 -c 'import json, sys
+print(", ".join(w.get("blas", "unknown") for w in json.load(sys.stdin)["workers"]["list"]))' 2>/dev/null || echo unknown)
+  echo "== server end to end (1 CPU worker, --precision $prec), 10 x 640x480 JPEG, process_res 504; CPU $cpu; worker BLAS kernels $worker_blas"
   /usr/bin/python3 tests/bench/bench_server.py "$port" "${imgs[@]}" --repeats "$REPEATS" --pid "$front"
   kill "$front"; wait "$front" 2>/dev/null || true
 done
 
 if [[ "${BENCH_SEED:-0}" == 1 ]]; then
-  echo "== seed Python server (same protocol, same weights), for comparison"
+  echo "== seed Python server (same protocol, same weights), for comparison; CPU $cpu; BLAS kernels $(py_blas)"
   /usr/bin/python3 "$seed/run_seed_server.py" "$((port + 1))" --preload --weights "$model" >"$tmp/seed.log" 2>&1 &
   seedpid=$!
   for _ in $(seq 1 1200); do curl -sf "http://127.0.0.1:$((port + 1))/ws/sessions" >/dev/null && break; sleep 0.5; done

@@ -33,6 +33,27 @@ for t in "$BUILD"/tests/test_*; do
   if ! "$t"; then failed+=("$name"); fi
 done
 
+# The golden fixtures once per OpenBLAS kernel set this CPU can run (da3-infer --blas-info lists
+# them by CPUID; OPENBLAS_CORETYPE picks one): the run above used OpenBLAS's own choice. Only the
+# six fixtures (test_da3_golden with folders as arguments), a few seconds per set; not under the
+# sanitizers, whose runs are about our code, not OpenBLAS's.
+if [[ "${SAN:-0}" != 1 && "${TSAN:-0}" != 1 && -x "$BUILD/tests/test_da3_golden" ]]; then
+  sets=$("$BUILD/da3-infer" --blas-info 2>/dev/null | sed -n 's/^blas_supported: //p')
+  passed=()
+  for k in $sets; do
+    # What OpenBLAS makes of the name (it may downgrade a set), asked cheaply through ctypes.
+    in_use=$(OPENBLAS_CORETYPE=$k /usr/bin/python3 -c 'import ctypes
+f = ctypes.CDLL("libopenblas.so.0").openblas_get_corename; f.restype = ctypes.c_char_p
+print(f().decode())' 2>/dev/null || echo "?")
+    echo "== test_da3_golden, OPENBLAS_CORETYPE=$k (OpenBLAS runs: $in_use)"
+    # Every error figure when it fails, the verdict alone when it passes.
+    if out=$(OPENBLAS_CORETYPE=$k "$BUILD/tests/test_da3_golden" tests/data/golden/*/ 2>&1); then
+      passed+=("$k"); echo "${out##*$'\n'}"
+    else echo "$out"; failed+=("test_da3_golden[OPENBLAS_CORETYPE=$k]"); fi
+  done
+  echo "golden fixtures passed under BLAS kernels: ${passed[*]:-none} (of: ${sets:-none found})"
+fi
+
 PY=/usr/bin/python3
 for t in tests/integration/test_*.py; do
   [[ -f $t ]] || continue

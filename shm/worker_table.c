@@ -20,6 +20,7 @@ void shmq_worker_set_starting(shmq *q, int i, int pid, const char *device) {
     if (!w) return;
     shmq_lock(q);
     if (!(w->pid == pid && w->state == WORKER_READY)) {
+        if (w->pid != pid) w->blas[0] = 0; /* the same pid may have written it already */
         w->pid = pid;
         w->started = now_mono();
         w->model_name[0] = 0;
@@ -41,6 +42,16 @@ void shmq_worker_set_ready(shmq *q, int i, int pid, const char *model_name, int 
     snprintf(w->device, sizeof w->device, "%s", device);
     w->error[0] = 0;
     w->state = WORKER_READY;
+    shmq_unlock(q);
+}
+
+void shmq_worker_set_blas(shmq *q, int i, int pid, const char *blas) {
+    shmq_worker *w = slot(q, i);
+    if (!w) return;
+    shmq_lock(q);
+    if (w->pid != pid) w->blas[0] = 0;
+    w->pid = pid;
+    snprintf(w->blas, sizeof w->blas, "%s", blas);
     shmq_unlock(q);
 }
 
@@ -93,6 +104,7 @@ int worker_table_repair_locked(shm_worker_table *t) {
         }
         w->device[sizeof w->device - 1] = 0;
         w->model_name[sizeof w->model_name - 1] = 0;
+        w->blas[sizeof w->blas - 1] = 0;
         w->error[sizeof w->error - 1] = 0;
     }
     return changed;

@@ -21,6 +21,7 @@ typedef struct {
     int32_t model_trained;
     char device[32];
     char model_name[160];
+    char blas[96];           /* the BLAS kernels in use, e.g. "Zen (OpenBLAS's choice)"; "" unknown */
     char error[256];         /* why it failed or exited; cleared at each start */
 } shmq_worker;
 
@@ -34,6 +35,10 @@ void shmq_worker_set_starting(shmq *q, int i, int pid, const char *device);
 /* Worker: its model is loaded; it takes jobs from now on. */
 void shmq_worker_set_ready(shmq *q, int i, int pid, const char *model_name, int trained,
                            const char *device);
+
+/* Worker: the BLAS kernels it runs (worker/blas_kernels.h's description); kept until the slot
+ * is given to another pid. */
+void shmq_worker_set_blas(shmq *q, int i, int pid, const char *blas);
 
 /* Worker: records why it is about to exit (e.g. the model did not load). */
 void shmq_worker_set_error(shmq *q, int i, const char *error);

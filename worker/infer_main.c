@@ -2,6 +2,7 @@
  *   tensors:  da3-infer --model DIR --tensor-in io.safetensors --tensor-out out.safetensors
  *   images:   da3-infer --model DIR --images a.jpg b.png ... --glb out.glb [--json meta.json]
  *   speed:    da3-infer --model demo --bench-views 1,4,16 --bench-hw 378x504 [--repeats R]
+ *   kernels:  da3-infer --blas-info
  * Run with --help for every option. */
 #include <errno.h>
 #include <math.h>
@@ -15,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "worker/blas_kernels.h"
 #include "worker/glb.h"
 #include "worker/model.h"
 #include "worker/pipeline.h"
@@ -39,6 +41,7 @@ typedef struct {
     /* bench mode */
     const char *bench_views, *bench_hw;
     int repeats;
+    int blas_info; /* --blas-info */
 } options;
 
 static void usage(FILE *out) {
@@ -76,7 +79,12 @@ static void usage(FILE *out) {
             "mode 3, speed:\n"
             "  --bench-views LIST      view counts to time, e.g. 1,4,16\n"
             "  --bench-hw HxW          input size, e.g. 378x504 (multiples of 14)\n"
-            "  --repeats R             timed runs per view count after one warm-up (default 3)\n");
+            "  --repeats R             timed runs per view count after one warm-up (default 3)\n\n"
+            "mode 4, BLAS kernels (no model is loaded):\n"
+            "  --blas-info             prints the CPU, the OpenBLAS kernels in use and who chose them,\n"
+            "                          and the kernel sets this CPU can run (for OPENBLAS_CORETYPE)\n\n"
+            "On OpenBLAS's generic fallback kernels (a CPU newer than the library) da3-infer restarts\n"
+            "itself once with OPENBLAS_CORETYPE set to the best set the CPU runs, unless you set it.\n");
 }
 
 static double now_ms(void) {
@@ -187,6 +195,7 @@ static int parse_args(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--cameras")) { NEED_VALUE(); o->cameras = val; }
         else if (!strcmp(a, "--bench-views")) { NEED_VALUE(); o->bench_views = val; }
         else if (!strcmp(a, "--bench-hw")) { NEED_VALUE(); o->bench_hw = val; }
+        else if (!strcmp(a, "--blas-info")) o->blas_info = 1;
         else if (!strcmp(a, "--repeats")) {
             NEED_VALUE();
             if (int_option("--repeats", val, 1, 1000, &v)) return -1;
@@ -197,10 +206,11 @@ static int parse_args(int argc, char **argv, options *o) {
         }
 #undef NEED_VALUE
     }
-    int modes = !!(o->tensor_in || o->tensor_out) + !!(o->images || o->glb) + !!(o->bench_views || o->bench_hw);
+    int modes = !!(o->tensor_in || o->tensor_out) + !!(o->images || o->glb) + !!(o->bench_views || o->bench_hw) +
+                o->blas_info;
     if (modes != 1) {
-        fprintf(stderr, "da3-infer: choose exactly one mode: --tensor-in/--tensor-out, --images/--glb or "
-                        "--bench-views/--bench-hw (see --help)\n");
+        fprintf(stderr, "da3-infer: choose exactly one mode: --tensor-in/--tensor-out, --images/--glb, "
+                        "--bench-views/--bench-hw or --blas-info (see --help)\n");
         return -1;
     }
     if ((o->tensor_in || o->tensor_out) && !(o->tensor_in && o->tensor_out)) {
@@ -422,8 +432,11 @@ static int run_bench(da3_model *m, const options *o) {
         counts[n_counts++] = (int)v;
         p = *end ? end + 1 : end;
     }
-    printf("bench: model %s, %d thread(s), %dx%d, %d timed run(s) after a warm-up\n", da3_model_name(m),
-           o->threads, h, w, o->repeats);
+    char cpu[128], blas[160];
+    const char *core = blas_core_name();
+    printf("bench: model %s, %d thread(s), %dx%d, %d timed run(s) after a warm-up; CPU %s; BLAS %s\n",
+           da3_model_name(m), o->threads, h, w, o->repeats, blas_cpu_model(cpu, sizeof cpu),
+           blas_kernels_in_use(blas, sizeof blas));
     for (int c = 0; c < n_counts; c++) {
         const int n = counts[c];
         const size_t elems = (size_t)n * 3 * h * w;
@@ -453,8 +466,9 @@ static int run_bench(da3_model *m, const options *o) {
          * (the head and element-wise work are in the time, not in the count). */
         const double gflop = da3_model_backbone_flops(m, n, h, w) / 1e9;
         printf("bench views=%d hw=%dx%d median_ms=%.1f min_ms=%.1f per_view_ms=%.1f peak_rss_mb=%.0f "
-               "backbone_gflop=%.1f gflops_per_s=%.1f\n",
-               n, h, w, median, ms[0], median / n, peak_rss_mb(), gflop, gflop / (median / 1e3));
+               "backbone_gflop=%.1f gflops_per_s=%.1f blas=%s\n",
+               n, h, w, median, ms[0], median / n, peak_rss_mb(), gflop, gflop / (median / 1e3),
+               core ? core : "unknown");
         fflush(stdout);
         free(x);
         free(ms);
@@ -462,11 +476,27 @@ static int run_bench(da3_model *m, const options *o) {
     return 0;
 }
 
+/* Mode 4: what blas_kernels_ensure left us on, and what else this CPU can run. */
+static int run_blas_info(void) {
+    char cpu[128], blas[160], sets[128];
+    blas_cpu c = blas_cpu_detect();
+    const char *best = blas_best_coretype(&c);
+    printf("cpu: %s\n", blas_cpu_model(cpu, sizeof cpu));
+    printf("blas: %s\n", blas_kernels_in_use(blas, sizeof blas));
+    printf("blas_best: %s\n", best ? best : "(generic: no AVX)");
+    printf("blas_supported: %s\n", blas_supported_coretypes(sets, sizeof sets, &c));
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    /* First: OpenBLAS's generic fallback kernels are corrected by restarting with
+     * OPENBLAS_CORETYPE set (worker/blas_kernels.h); returns when nothing needs doing. */
+    blas_kernels_ensure(argv);
     options o;
     int prc = parse_args(argc, argv, &o);
     if (prc == 1) { usage(stdout); return 0; }
     if (prc != 0) return 2;
+    if (o.blas_info) return run_blas_info();
     da3_set_num_threads(o.threads);
     da3_set_cpu_bf16(o.bf16);
 
@@ -476,6 +506,8 @@ int main(int argc, char **argv) {
     if (!m) { fprintf(stderr, "da3-infer: %s\n", err); return 1; }
     fprintf(stderr, "model: %s on %s, loaded in %.0f ms%s\n", da3_model_name(m), o.device, now_ms() - t0,
             da3_model_is_trained(m) ? "" : " (UNTRAINED: outputs are not meaningful)");
+    char blas[160];
+    fprintf(stderr, "BLAS kernels: %s\n", blas_kernels_in_use(blas, sizeof blas));
 
     int rc = o.tensor_in ? run_tensors(m, &o) : o.images ? run_images(m, &o) : run_bench(m, &o);
     da3_model_close(m);

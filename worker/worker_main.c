@@ -14,6 +14,7 @@
 #include "common/session_files.h"
 #include "common/util.h"
 #include "shm/shm_queue.h"
+#include "worker/blas_kernels.h"
 #include "worker/glb.h"
 #include "worker/pipeline.h"
 
@@ -166,6 +167,9 @@ static void usage(void) {
 int main(int argc, char **argv) {
     const char *shm_name = NULL, *model_path = "demo", *device = "cpu", *level = "info";
     int index = 0, threads = 0, bf16 = 0;
+    /* Before anything else (getopt permutes argv): on OpenBLAS's generic fallback kernels this
+     * restarts the process, same pid, with OPENBLAS_CORETYPE set (worker/blas_kernels.h). */
+    blas_kernels_ensure(argv);
     static const struct option opts[] = {
         {"shm", required_argument, 0, 's'},     {"index", required_argument, 0, 'i'},
         {"model", required_argument, 0, 'm'},   {"device", required_argument, 0, 'd'},
@@ -216,6 +220,10 @@ int main(int argc, char **argv) {
         log_error("%s", err);
         return 1;
     }
+    char blas[96];
+    blas_kernels_in_use(blas, sizeof blas);
+    shmq_worker_set_blas(q, index, (int)getpid(), blas);
+    log_info("BLAS kernels: %s", blas);
     if (threads > 0) da3_set_num_threads(threads);
     da3_set_cpu_bf16(bf16);
     double t0 = now_mono();

@@ -87,6 +87,9 @@ try:
           "demo model is labelled untrained")
     check(status["workers"]["configured"] == 1 and status["workers"]["alive"] == 1 and status["workers"]["ready"] == 1,
           f"workers {status['workers']}")
+    # Each worker names its BLAS kernels and who chose them (worker/blas_kernels.h).
+    check(all(any(f" ({why}" in w.get("blas", "") for why in ("OpenBLAS", "OPENBLAS_CORETYPE=", "corrected from "))
+              for w in status["workers"]["list"]), f"blas {status['workers']}")
     check(status["queue"]["queued"] == 0 and status["queue"]["running"] == 0, "queue empty")
     check(status["sessions"]["total"] == 3, "status session count")
 

@@ -65,7 +65,7 @@ static void print_help(void) {
            "                           its session is kept (default %.0f)\n"
            "  --worker-threads N       intra-op threads per worker, 0 = cores / workers (default %d)\n"
            "  --precision P            CPU backbone precision: fp32, or bf16 (DA3's GPU numerics,\n"
-           "                           ~1.5x faster on AVX512-BF16 CPUs) (default %s)\n"
+           "                           ~1.5x faster on AVX512-BF16 CPUs, much slower without) (default %s)\n"
            "  --fsync                  fsync session files (survive power loss, not only crashes)\n"
            "  --log-level L            debug | info | warn | error (default %s)\n"
            "  --help                   this text\n",

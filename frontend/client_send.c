@@ -25,6 +25,13 @@ int client_send_owned(const char *session_id, char *text, size_t len, char *note
     return conn_send_owned(id, WS_OP_TEXT, text, len, note) == CONN_QUEUED ? 0 : -1;
 }
 
+int client_send_error(const char *session_id, const char *message) {
+    char *m = msg_error(message);
+    int rc = m ? client_send(session_id, m, strlen(m)) : -1;
+    free(m);
+    return rc;
+}
+
 void client_close(const char *session_id, const char *message, int code) {
     uint64_t id = attach_remove(session_id);
     if (!id) return;

@@ -14,6 +14,9 @@ int client_send(const char *session_id, const char *text, size_t len);
  * delivery, or why it was not delivered, is logged with the note. Returns 0 when queued. */
 int client_send_owned(const char *session_id, char *text, size_t len, char *note);
 
+/* Queues {"type":"error","message":message}; 0 when queued, -1 as client_send. */
+int client_send_error(const char *session_id, const char *message);
+
 /* Sends {"type":"error","message":message} and a close frame (code) to the session's client,
  * and detaches it. Nothing happens when none is attached. */
 void client_close(const char *session_id, const char *message, int code);

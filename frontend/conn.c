@@ -30,7 +30,7 @@ typedef struct {
 
 static struct {
     slot *slots;
-    int max, used;
+    int max;
     size_t out_cap;
     int *free_list, free_n;
     pthread_mutex_t free_lock;
@@ -134,7 +134,6 @@ int conn_table_wake_fd(void) { return t.wake_fd; }
 uint64_t conn_open(void) {
     pthread_mutex_lock(&t.free_lock);
     int idx = t.free_n ? t.free_list[--t.free_n] : -1;
-    if (idx >= 0) t.used++;
     pthread_mutex_unlock(&t.free_lock);
     if (idx < 0) return 0;
     slot *s = &t.slots[idx];
@@ -387,7 +386,6 @@ void conn_release(uint64_t id) {
     pthread_mutex_unlock(&s->lock);
     pthread_mutex_lock(&t.free_lock);
     t.free_list[t.free_n++] = conn_index(id);
-    t.used--;
     pthread_mutex_unlock(&t.free_lock);
 }
 
@@ -396,13 +394,6 @@ void **conn_user(uint64_t id) {
     if (!t.slots || idx >= t.max) return NULL;
     /* Owned by the one handler running this connection's events: no lock needed. */
     return &t.slots[idx].user;
-}
-
-int conn_count(void) {
-    pthread_mutex_lock(&t.free_lock);
-    int n = t.used;
-    pthread_mutex_unlock(&t.free_lock);
-    return n;
 }
 
 size_t conn_out_bytes(uint64_t id) {

@@ -126,9 +126,6 @@ void conn_release(uint64_t id);
 /* Handler side: a per-connection pointer owned by the handler code (NULL at open). */
 void **conn_user(uint64_t id);
 
-/* Number of slots in use. */
-int conn_count(void);
-
 /* Queued, unsent outgoing bytes of a connection (0 for a stale id). */
 size_t conn_out_bytes(uint64_t id);
 

@@ -49,12 +49,6 @@ static void send_progress(const char *session_id, const char *stage, double p, c
     free(m);
 }
 
-static void send_error(const char *session_id, const char *message) {
-    char *m = msg_error(message);
-    if (m) client_send(session_id, m, strlen(m));
-    free(m);
-}
-
 /* The start of the one log line every job ends with, whatever its outcome:
  *   session <id>: <complete|delta|failed|cancelled> (job N, K images, attempt A; queue Q ms,
  *   decode D, model M, fusion F, glb G, encode E ms[, GLB B B, message L B])
@@ -133,14 +127,9 @@ int jobs_session_busy(const char *session_id) {
 
 void jobs_cancel_session(const char *session_id) {
     shmq_job j;
-    int found = shmq_find_session_job(g_server.q, session_id, &j) >= 0;
-    int n = shmq_cancel_session(g_server.q, session_id);
+    int n = shmq_cancel_session(g_server.q, session_id, &j);
     if (n <= 0) return;
     metrics_job_outcome(METRICS_JOB_CANCELLED, (unsigned)n);
-    if (!found) { /* it ended between the two calls: nothing more to say about it */
-        log_info("session %s: cancelled (its job)", session_id);
-        return;
-    }
     char line[700];
     int queued = j.state == JOB_QUEUED;
     job_log_head(line, sizeof line, &j, "cancelled", queued ? now_mono() - j.t_queued : queue_wait_s(&j), 0, 0);
@@ -198,7 +187,7 @@ static void *deliver_result(void *arg) {
         char line[700];
         job_log_head(line, sizeof line, j, "failed", queue_wait_s(j), (t1 - t0) * 1e3, 0);
         log_warn("%s: could not encode the result", line);
-        send_error(sid, "Failed to generate point cloud: could not encode the result");
+        client_send_error(sid, "Failed to generate point cloud: could not encode the result");
     } else {
         metrics_job_outcome(METRICS_JOB_COMPLETED, 1);
         metrics_stage(METRICS_STAGE_DECODE, j->decode_ms / 1e3);
@@ -229,7 +218,7 @@ static void handle_finished(int slot, const shmq_job *j) {
             finish_session(s, j->params.finalize, 0, j->error);
             sessions_put(s);
         }
-        send_error(sid, msg);
+        client_send_error(sid, msg);
         metrics_job_outcome(METRICS_JOB_FAILED, 1);
         if (j->t_claimed > 0) metrics_queue_wait(queue_wait_s(j));
         char line[1300];
@@ -244,7 +233,7 @@ static void handle_finished(int slot, const shmq_job *j) {
         job_log_head(line, sizeof line, j, "failed", queue_wait_s(j), 0, 0);
         log_warn("%s: out of memory in the front", line);
         shmq_release(g_server.q, slot);
-        send_error(sid, "Failed to generate point cloud: out of memory in the front");
+        client_send_error(sid, "Failed to generate point cloud: out of memory in the front");
         return;
     }
     d->slot = slot;

@@ -54,7 +54,7 @@ typedef struct {
     int fd, bfd;
     conn_state st;
     uint32_t ev, bev;              /* current epoll interest of fd / bfd */
-    double opened, last_rx, last_tx, wait_since;
+    double last_rx, last_tx, wait_since;
     double last_data_tx;           /* last progress writing a queued frame (not our pings) */
     double body_deadline;          /* the forwarded request's body must have arrived by then */
     uint8_t *rbuf;
@@ -456,7 +456,6 @@ static void rbuf_consume(lconn *c, size_t n) {
 /* Parses frames out of rbuf until it is empty, the connection pauses or fails. */
 static int ws_process(lconn *c) {
     size_t pos = 0;
-    int rc = 0;
     while (!c->paused && !c->close_recv && !c->starved && c->active) {
         uint8_t *p = c->rbuf + pos;
         size_t avail = c->rlen - pos;
@@ -521,7 +520,7 @@ static int ws_process(lconn *c) {
         if (c->frame_done == c->fh.payload_len && ws_frame_complete(c) < 0) return -1;
     }
     if (c->active) rbuf_consume(c, pos);
-    return rc;
+    return 0;
 }
 
 /* Reads a large data frame's payload straight into the message buffer (one copy). Returns the
@@ -964,7 +963,7 @@ static void accept_all(int lfd) {
         c->fd = fd;
         c->bfd = -1;
         c->st = ST_HTTP;
-        c->opened = c->last_rx = c->last_tx = c->wait_since = now_mono();
+        c->last_rx = c->last_tx = c->wait_since = now_mono();
         c->ev = EPOLLIN;
         c->rcap = RBUF_CAP;
         atomic_fetch_add(&L.conns, 1);

@@ -12,6 +12,7 @@
 #include "frontend/conn.h"
 #include "frontend/image_message.h"
 #include "frontend/jobs.h"
+#include "frontend/session.h"
 #include "frontend/messages.h"
 #include "frontend/ws_frame.h"
 

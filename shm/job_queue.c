@@ -235,11 +235,14 @@ void shmq_cancel(shmq *q, int slot, uint64_t job_id) {
     shmq_unlock(q);
 }
 
-int shmq_cancel_session(shmq *q, const char *session_id) {
+int shmq_cancel_session(shmq *q, const char *session_id, shmq_job *cancelled) {
     int n = 0;
     shmq_lock(q);
     for (int i = 0; i < SHMQ_MAX_JOBS; i++)
-        if (live_for(&table(q)->jobs[i], session_id)) n += cancel_locked(q, i);
+        if (live_for(&table(q)->jobs[i], session_id)) {
+            if (cancelled) *cancelled = table(q)->jobs[i]; /* as it was, for the caller's log */
+            n += cancel_locked(q, i);
+        }
     shmq_unlock(q);
     return n;
 }

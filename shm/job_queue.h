@@ -59,8 +59,9 @@ int shmq_submit_unique(shmq *q, const shmq_job_params *p, uint64_t *job_id);
  * slot, or -1 if it has none. */
 int shmq_find_session_job(shmq *q, const char *session_id, shmq_job *out);
 
-/* Front: cancels every live job of the session (as shmq_cancel); returns how many. */
-int shmq_cancel_session(shmq *q, const char *session_id);
+/* Front: cancels every live job of the session (as shmq_cancel); returns how many, and copies
+ * the (last) cancelled job as it was into *cancelled when that is not NULL. */
+int shmq_cancel_session(shmq *q, const char *session_id, shmq_job *cancelled);
 
 /* Worker: claims the oldest queued job for (this pid, worker), waiting up to timeout_s for one.
  * Returns the slot, or -1 on timeout. *params and *job_id receive copies. */

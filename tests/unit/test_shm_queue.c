@@ -210,8 +210,8 @@ static void test_session_api(shmq *q) {
     CHECK(shmq_find_session_job(q, "s-unique", &j) == -1);
     /* cancel_session: a queued job is freed at once, and the session can submit again. */
     CHECK(shmq_submit_unique(q, &p, &id) >= 0);
-    CHECK(shmq_cancel_session(q, "s-unique") == 1);
-    CHECK(shmq_cancel_session(q, "s-unique") == 0);
+    CHECK(shmq_cancel_session(q, "s-unique", NULL) == 1);
+    CHECK(shmq_cancel_session(q, "s-unique", NULL) == 0);
     CHECK(shmq_find_session_job(q, "s-unique", &j) == -1);
     int queued, running;
     shmq_counts(q, &queued, &running);
@@ -222,9 +222,9 @@ static void test_session_api(shmq *q) {
     uint64_t cid;
     int cs = shmq_claim(q, 7, 1.0, &cp, &cid);
     CHECK(cs == s && cid == id);
-    CHECK(shmq_cancel_session(q, "s-unique") == 1);
+    CHECK(shmq_cancel_session(q, "s-unique", NULL) == 1);
     CHECK(shmq_submit_unique(q, &p, &id2) >= 0); /* a cancelled job no longer blocks the session */
-    CHECK(shmq_cancel_session(q, "s-unique") == 1);
+    CHECK(shmq_cancel_session(q, "s-unique", NULL) == 1);
     uint64_t off;
     CHECK(shmq_result_alloc(q, cs, cid, 100, &off) != NULL);
     double ms[4] = {0};

@@ -15,14 +15,16 @@
 #include "frontend/metrics.h"
 #include "frontend/server.h"
 
+static const char ALREADY_RUNNING[] = "A reconstruction is already running for this session; wait for its result";
+
 static pthread_t dispatcher;
 static int dispatcher_running;
 /* Result encoders still running: shutdown waits for them before the arena is unmapped. */
 static atomic_int deliveries_in_flight;
 
 /* The last progress value sent per job slot, so what a client sees never goes backwards (a
- * retried job starts its stages again). Touched by the dispatcher thread only, except the first
- * value, which jobs_submit writes before the job can produce any event. */
+ * retried job starts its stages again). Written by the dispatcher and, once per job, by
+ * jobs_submit; each write keeps the larger value. */
 static struct {
     uint64_t job_id;
     double value;
@@ -94,10 +96,20 @@ jobs_submit_result jobs_submit(session *s, int finalize, int incremental, char *
     p.seed = PROTOCOL_SEED; /* fixed: the same images give the same GLB */
     p.finalize = finalize;
     p.incremental = incremental;
+    /* Every submit for a session happens under its lock, so this check cannot race another
+     * one; shmq_submit_unique still guards the table itself. */
+    if (jobs_session_busy(s->id)) {
+        snprintf(err, errlen, "%s", ALREADY_RUNNING);
+        return JOBS_REFUSED;
+    }
+    /* The first progress is queued before the job exists: a worker can claim it and report
+     * within microseconds, and its progress must never come first. */
+    if (finalize) send_progress(s->id, "finalizing", 0.1, "Generating final 3D model...");
+    else send_progress(s->id, "loading_model", 0.1, "Loading model...");
     uint64_t job_id;
     int slot = shmq_submit_unique(g_server.q, &p, &job_id);
     if (slot == -2) {
-        snprintf(err, errlen, "A reconstruction is already running for this session; wait for its result");
+        snprintf(err, errlen, "%s", ALREADY_RUNNING);
         return JOBS_REFUSED;
     }
     if (slot < 0) {
@@ -109,11 +121,7 @@ jobs_submit_result jobs_submit(session *s, int finalize, int incremental, char *
         return JOBS_FAILED;
     }
     metrics_job_submitted();
-    /* The first progress is queued while the session lock is held and before a dispatcher can
-     * see this job's events, so it always comes first. */
-    double first = monotonic_progress(slot, job_id, 0.1);
-    if (finalize) send_progress(s->id, "finalizing", first, "Generating final 3D model...");
-    else send_progress(s->id, "loading_model", first, "Loading model...");
+    monotonic_progress(slot, job_id, 0.1); /* what the client has seen (the dispatcher may be ahead) */
     s->status = SESSION_PROCESSING;
     session_touch(s);
     session_save(s);

@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <openssl/sha.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "common/b64.h"
 #include "common/log.h"
@@ -242,28 +245,35 @@ static const char *status_text(int st) {
     }
 }
 
+/* Queues raw bytes for the client (an HTTP head of the loop's own); -1 (and the connection torn
+ * down) when out of memory. */
+static int queue_raw(lconn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int queue_raw(lconn *c, const char *fmt, ...) {
+    char *text = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&text, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        teardown(c, "out of memory");
+        return -1;
+    }
+    conn_send_raw(c->id, text, (size_t)n);
+    return 0;
+}
+
 /* Queues an HTTP error with a JSON {"detail": ...} body and closes once it is written. */
 static void respond(lconn *c, int status, const char *detail, const char *extra_headers) {
-    char body[512], esc[400];
-    size_t k = 0;
-    for (const char *p = detail; *p && k + 2 < sizeof esc; p++) {
-        if (*p == '"' || *p == '\\') esc[k++] = '\\';
-        esc[k++] = *p;
-    }
-    esc[k] = 0;
-    int blen = snprintf(body, sizeof body, "{\"detail\":\"%s\"}", esc);
-    char *text = malloc(1024);
-    if (!text) {
-        teardown(c, "out of memory");
-        return;
-    }
+    json_t *o = json_pack("{s:s}", "detail", detail);
+    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
     /* HEAD gets the same head, without the body (RFC 9110 9.3.2). */
-    int n = snprintf(text, 1024,
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                     "Access-Control-Allow-Origin: *\r\nConnection: close\r\n%s\r\n%s",
-                     status, status_text(status), blen, extra_headers ? extra_headers : "",
-                     c->req_head ? "" : body);
-    conn_send_raw(c->id, text, (size_t)n);
+    queue_raw(c,
+              "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+              "Access-Control-Allow-Origin: *\r\nConnection: close\r\n%s\r\n%s",
+              status, status_text(status), body ? strlen(body) : 0, extra_headers ? extra_headers : "",
+              c->req_head || !body ? "" : body);
+    free(body);
     c->close_after_flush = 1;
     c->st = ST_HTTP;
 }
@@ -600,15 +610,9 @@ static void ws_upgrade(lconn *c, const http_head *h) {
     SHA1(cat, 60, digest);
     char accept[32];
     accept[b64_encode(digest, sizeof digest, accept)] = 0;
-    char *resp = malloc(256);
-    if (!resp) {
-        teardown(c, "out of memory");
+    if (queue_raw(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\n\r\n", accept))
         return;
-    }
-    int n = snprintf(resp, 256,
-                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
-    conn_send_raw(c->id, resp, (size_t)n);
     pull_output(c); /* the 101 is first on the write list, before any frame */
     rbuf_consume(c, h->head_len);
     c->st = ST_WS;

@@ -60,7 +60,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
-# da3-load (tests/load/): the load generator; it links none of the server's code.
+# da3-load (tests/load/): the load generator; of the project it links only common/b64 and common/util.
 LOAD_SRC := $(wildcard tests/load/*.c)
 LOAD_BIN := $(BUILD)/da3-load
 
@@ -93,8 +93,8 @@ $(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(LOAD_BIN): $(LOAD_SRC:%.c=$(BUILD)/obj/%.o)
-	$(CC) $(LDFLAGS) $^ -lcivetweb -ljansson -lpthread -lm -o $@
+$(LOAD_BIN): $(LOAD_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/common/b64.o $(BUILD)/obj/common/util.o
+	$(CC) $(LDFLAGS) $^ -lcivetweb -ljansson -lcrypto -lpthread -lm -o $@
 
 deps:
 	@scripts/install-deps.sh

@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/b64.h"
+#include "common/util.h"
 #include "tests/load/load.h"
 #include "tests/load/stats.h"
 #include "tests/load/wsc.h"
@@ -159,17 +161,11 @@ static uint8_t *make_png(int w, int h, size_t *len) {
 /* Loads --image or generates the PNG, and builds the base64 JSON message; 0 or -1. */
 static int load_image(const load_opts *o) {
     if (o->image_path) {
-        FILE *f = fopen(o->image_path, "rb");
-        if (!f) {
+        g_img = read_file(o->image_path, &g_img_len);
+        if (!g_img) {
             fprintf(stderr, "da3-load: %s: %s\n", o->image_path, strerror(errno));
             return -1;
         }
-        fseek(f, 0, SEEK_END);
-        long n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        g_img = malloc(n > 0 ? (size_t)n : 1);
-        g_img_len = n > 0 ? fread(g_img, 1, (size_t)n, f) : 0;
-        fclose(f);
         if (g_img_len == 0) {
             fprintf(stderr, "da3-load: %s is empty\n", o->image_path);
             return -1;
@@ -177,20 +173,12 @@ static int load_image(const load_opts *o) {
     } else {
         g_img = make_png(o->width, o->height, &g_img_len);
     }
-    static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const char *pre = "{\"type\":\"image\",\"filename\":\"da3-load\",\"data\":\"";
     size_t pl = strlen(pre);
-    g_img_json = malloc(pl + (g_img_len + 2) / 3 * 4 + 4);
+    g_img_json = malloc(pl + b64_encoded_len(g_img_len) + 3);
     memcpy(g_img_json, pre, pl);
     char *q = g_img_json + pl;
-    for (size_t i = 0; i < g_img_len; i += 3) {
-        uint32_t v = (uint32_t)g_img[i] << 16 | (i + 1 < g_img_len ? (uint32_t)g_img[i + 1] << 8 : 0) |
-                     (i + 2 < g_img_len ? g_img[i + 2] : 0);
-        *q++ = B64[v >> 18 & 63];
-        *q++ = B64[v >> 12 & 63];
-        *q++ = i + 1 < g_img_len ? B64[v >> 6 & 63] : '=';
-        *q++ = i + 2 < g_img_len ? B64[v & 63] : '=';
-    }
+    q += b64_encode(g_img, g_img_len, q);
     *q++ = '"', *q++ = '}';
     *q = 0;
     g_img_json_len = (size_t)(q - g_img_json);
@@ -213,16 +201,16 @@ int load_create_session(const load_opts *o, int max_images, char *sid) {
     int status;
     char *body;
     uint64_t bytes = 0;
-    double t0 = now_s();
+    double t0 = now_mono();
     sid[0] = 0;
     if (http_request(o->host, o->port, "POST", path, o->timeout, &status, &body, &bytes, err, sizeof err) < 0) {
-        stats_err(K_CREATE, t0, now_s(), "%s", err);
+        stats_err(K_CREATE, t0, now_mono(), "%s", err);
         return -1;
     }
     json_t *j = status == 200 ? json_loads(body, 0, NULL) : NULL;
     const char *id = json_string_value(json_object_get(j, "session_id"));
     if (!id || strlen(id) >= SID_LEN) {
-        stats_err(K_CREATE, t0, now_s(), "HTTP %d: %.200s", status, body);
+        stats_err(K_CREATE, t0, now_mono(), "HTTP %d: %.200s", status, body);
         json_decref(j);
         free(body);
         return -1;
@@ -230,7 +218,7 @@ int load_create_session(const load_opts *o, int max_images, char *sid) {
     snprintf(sid, SID_LEN, "%s", id);
     json_decref(j);
     free(body);
-    stats_ok(K_CREATE, t0, now_s(), bytes);
+    stats_ok(K_CREATE, t0, now_mono(), bytes);
     return 0;
 }
 
@@ -240,18 +228,18 @@ int load_delete_session(const load_opts *o, const char *sid) {
     int status;
     char *body;
     uint64_t bytes = 0;
-    double t0 = now_s();
+    double t0 = now_mono();
     if (http_request(o->host, o->port, "DELETE", path, o->timeout, &status, &body, &bytes, err, sizeof err) < 0) {
-        stats_err(K_DELETE, t0, now_s(), "%s", err);
+        stats_err(K_DELETE, t0, now_mono(), "%s", err);
         return -1;
     }
     if (status != 200) {
-        stats_err(K_DELETE, t0, now_s(), "HTTP %d: %.200s", status, body);
+        stats_err(K_DELETE, t0, now_mono(), "HTTP %d: %.200s", status, body);
         free(body);
         return -1;
     }
     free(body);
-    stats_ok(K_DELETE, t0, now_s(), bytes);
+    stats_ok(K_DELETE, t0, now_mono(), bytes);
     return 0;
 }
 
@@ -300,27 +288,27 @@ void load_delete_many(const load_opts *o, long n, const char *ids) { run_many(o,
 static int sess_connect(const load_opts *o, wsc *c, const char *sid, uint64_t seed) {
     char path[128], err[256];
     snprintf(path, sizeof path, "/ws/reconstruct/%s", sid);
-    double t0 = now_s();
+    double t0 = now_mono();
     if (wsc_open(c, o->host, o->port, path, o->timeout, seed, err, sizeof err) < 0) {
-        stats_err(K_CONNECT, t0, now_s(), "%s", err);
+        stats_err(K_CONNECT, t0, now_mono(), "%s", err);
         return -1;
     }
     int r = wsc_recv(c, err, sizeof err);
     char type[32] = "";
     if (r == 1) load_msg_type((char *)c->msg, c->msg_len, type);
     if (strcmp(type, "connected") != 0) {
-        stats_err(K_CONNECT, t0, now_s(), "expected 'connected', got %s",
+        stats_err(K_CONNECT, t0, now_mono(), "expected 'connected', got %s",
                   r == 1 ? (char *)c->msg : r == 0 ? "a close" : err);
         return -1;
     }
-    stats_ok(K_CONNECT, t0, now_s(), c->bytes_in + c->bytes_out);
+    stats_ok(K_CONNECT, t0, now_mono(), c->bytes_in + c->bytes_out);
     return 0;
 }
 
 /* Sends one image (binary frame or base64 JSON per --binary); 0 or -1 (recorded as an error). */
 static int sess_send_image(const load_opts *o, wsc *c, double t0) {
     int r = o->binary ? wsc_send(c, WS_BINARY, g_img, g_img_len) : wsc_send(c, WS_TEXT, g_img_json, g_img_json_len);
-    if (r < 0) stats_err(K_IMAGE, t0, now_s(), "send: %s", strerror(errno));
+    if (r < 0) stats_err(K_IMAGE, t0, now_mono(), "send: %s", strerror(errno));
     return r;
 }
 
@@ -330,17 +318,17 @@ static int sess_read_ack(wsc *c, int n, double t0, uint64_t bytes0) {
     int r = wsc_recv(c, err, sizeof err);
     if (r == 1) load_msg_type((char *)c->msg, c->msg_len, type);
     if (strcmp(type, "ack") != 0) {
-        stats_err(K_IMAGE, t0, now_s(), "expected an ack, got %.300s", r == 1 ? (char *)c->msg : r == 0 ? "a close" : err);
+        stats_err(K_IMAGE, t0, now_mono(), "expected an ack, got %.300s", r == 1 ? (char *)c->msg : r == 0 ? "a close" : err);
         return -1;
     }
     json_t *j = json_loadb((char *)c->msg, c->msg_len, 0, NULL);
     int count = (int)json_integer_value(json_object_get(j, "image_count"));
     json_decref(j);
     if (count != n) {
-        stats_err(K_IMAGE, t0, now_s(), "ack counts image %d, expected %d", count, n);
+        stats_err(K_IMAGE, t0, now_mono(), "ack counts image %d, expected %d", count, n);
         return -1;
     }
-    stats_ok(K_IMAGE, t0, now_s(), c->bytes_in + c->bytes_out - bytes0);
+    stats_ok(K_IMAGE, t0, now_mono(), c->bytes_in + c->bytes_out - bytes0);
     return 0;
 }
 
@@ -348,7 +336,7 @@ static int sess_read_ack(wsc *c, int n, double t0, uint64_t bytes0) {
 static int sess_upload(const load_opts *o, wsc *c, int k, int have) {
     if (!o->pipeline) {
         for (int i = 0; i < k; i++) {
-            double t0 = now_s();
+            double t0 = now_mono();
             uint64_t b0 = c->bytes_in + c->bytes_out;
             if (sess_send_image(o, c, t0) < 0 || sess_read_ack(c, have + i + 1, t0, b0) < 0) return -1;
         }
@@ -360,7 +348,7 @@ static int sess_upload(const load_opts *o, wsc *c, int k, int have) {
     int rc = 0, sent = 0;
     uint64_t per = (o->binary ? g_img_len : g_img_json_len) + 14;
     for (; sent < k; sent++) {
-        t0[sent] = now_s();
+        t0[sent] = now_mono();
         if (sess_send_image(o, c, t0[sent]) < 0) {
             rc = -1;
             break;
@@ -376,10 +364,10 @@ static int sess_upload(const load_opts *o, wsc *c, int k, int have) {
 
 /* Closes the socket with a close handshake, recording 'close'. */
 static void sess_close(const load_opts *o, wsc *c) {
-    double t0 = now_s();
+    double t0 = now_mono();
     uint64_t b0 = c->bytes_in + c->bytes_out;
-    if (wsc_close(c, o->timeout < 10 ? o->timeout : 10) == 0) stats_ok(K_CLOSE, t0, now_s(), c->bytes_in + c->bytes_out - b0);
-    else stats_err(K_CLOSE, t0, now_s(), "no close frame from the server");
+    if (wsc_close(c, o->timeout < 10 ? o->timeout : 10) == 0) stats_ok(K_CLOSE, t0, now_mono(), c->bytes_in + c->bytes_out - b0);
+    else stats_err(K_CLOSE, t0, now_mono(), "no close frame from the server");
 }
 
 typedef struct {
@@ -396,14 +384,14 @@ static int sess_generate(wsc *c, gen_result *g) {
     g->queue_ms = -1;
     const char *msg = "{\"type\":\"generate\"}";
     uint64_t b0 = c->bytes_in + c->bytes_out;
-    g->t_send = now_s();
+    g->t_send = now_mono();
     if (wsc_send(c, WS_TEXT, msg, strlen(msg)) < 0) {
-        stats_err(K_GENERATE, g->t_send, now_s(), "send: %s", strerror(errno));
+        stats_err(K_GENERATE, g->t_send, now_mono(), "send: %s", strerror(errno));
         return -1;
     }
     for (;;) {
         int r = wsc_recv(c, err, sizeof err);
-        double t = now_s();
+        double t = now_mono();
         if (r != 1) {
             stats_err(K_GENERATE, g->t_send, t, "waiting for the result: %s", r == 0 ? "server closed" : err);
             return -1;
@@ -464,7 +452,7 @@ static void *upload_thread(void *arg) {
     upload_job *u = arg;
     const load_opts *o = u->o;
     for (long i; (i = atomic_fetch_add(&u->next, 1)) < u->n;) {
-        if (o->duration > 0 && now_s() - g_t_start > o->duration) break;
+        if (o->duration > 0 && now_mono() - g_t_start > o->duration) break;
         char sid[SID_LEN];
         if (load_create_session(o, o->images > 0 ? o->images : 1, sid) < 0) continue;
         wsc c;
@@ -527,7 +515,7 @@ static void one_cycle(const load_opts *o, long i) {
         wsc_free(&c);
         return;
     }
-    double t0 = now_s();
+    double t0 = now_mono();
     int r = wsc_recv(&c, err, sizeof err);
     const char *want = "Session deleted";
     int told = r == 1 && strstr((char *)c.msg, want) != NULL;
@@ -535,9 +523,9 @@ static void one_cycle(const load_opts *o, long i) {
     if (told && r == 0 && c.close_code != 1006) {
         uint8_t code[2] = {1000 >> 8, 1000 & 0xFF};
         wsc_send(&c, WS_CLOSE, code, 2); /* finish the close handshake the server began */
-        stats_ok(K_CLOSE, t0, now_s(), 0);
+        stats_ok(K_CLOSE, t0, now_mono(), 0);
     } else {
-        stats_err(K_CLOSE, t0, now_s(), "after DELETE: %s", !told ? "no 'Session deleted' message" : "no close frame");
+        stats_err(K_CLOSE, t0, now_mono(), "after DELETE: %s", !told ? "no 'Session deleted' message" : "no close frame");
     }
     wsc_free(&c);
 }
@@ -547,7 +535,7 @@ static void *cycle_thread(void *arg) {
     cycle_job *cj = arg;
     const load_opts *o = cj->o;
     for (;;) {
-        if (o->duration > 0 && now_s() - g_t_start > o->duration) break;
+        if (o->duration > 0 && now_mono() - g_t_start > o->duration) break;
         long i = atomic_fetch_add(&cj->next, 1);
         if (o->count > 0 && i >= o->count) break;
         one_cycle(o, i);
@@ -586,10 +574,10 @@ static void *gen_thread(void *arg) {
     int ok = load_create_session(o, o->images, sid) == 0;
     if (ok) ok = sess_connect(o, &c, sid, (uint64_t)i + 1) == 0 && sess_upload(o, &c, o->images, 0) == 0;
     /* Every thread reaches the barrier, failed or not, so the others are never stranded. */
-    if (pthread_barrier_wait(&gj->ready) == PTHREAD_BARRIER_SERIAL_THREAD) gj->t_go = now_s() + 0.05;
+    if (pthread_barrier_wait(&gj->ready) == PTHREAD_BARRIER_SERIAL_THREAD) gj->t_go = now_mono() + 0.05;
     pthread_barrier_wait(&gj->ready);
     if (ok) {
-        double at = gj->t_go + (double)i * o->stagger_ms / 1e3, d = at - now_s();
+        double at = gj->t_go + (double)i * o->stagger_ms / 1e3, d = at - now_mono();
         if (d > 0) {
             struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
             nanosleep(&ts, NULL);
@@ -748,7 +736,7 @@ static kind ic_kind(const iconn *ic) {
 
 /* Ends a connection after an error (recorded against its current exchange). */
 static void ic_fail(iconn *ic, const char *why) {
-    stats_err(ic_kind(ic), ic->t0, now_s(), "%s", why);
+    stats_err(ic_kind(ic), ic->t0, now_mono(), "%s", why);
     if (ic->c.fd >= 0) close(ic->c.fd); /* closing the fd also drops it from epoll */
     ic->c.fd = -1;
     ic->state = IC_DONE;
@@ -758,7 +746,7 @@ static void ic_fail(iconn *ic, const char *why) {
 static void ic_start(idle_ctx *x, long idx) {
     iconn *ic = &x->ics[idx];
     char err[256];
-    ic->t0 = now_s();
+    ic->t0 = now_mono();
     int fd = tcp_connect_nb(x->o->host, x->o->port, err, sizeof err);
     wsc_init(&ic->c, fd, (uint64_t)idx + 1);
     ic->state = IC_CONNECTING;
@@ -772,7 +760,7 @@ static void ic_start(idle_ctx *x, long idx) {
 /* Acts on one complete message or control frame on an idle connection. */
 static void ic_message(idle_ctx *x, long idx, int ev) {
     iconn *ic = &x->ics[idx];
-    double t = now_s();
+    double t = now_mono();
     if (ev == WSE_PING) {
         uint8_t p[126];
         memcpy(p, ic->c.ctl, ic->c.ctl_len);
@@ -885,10 +873,10 @@ static void idle_raw(const load_opts *o, const char *ids, long n) {
     for (long i = 0; i < n; i++) x.ics[i].c.fd = -1;
     enum { CONNECT, HOLD, DRAIN, CLOSE, END } phase = CONNECT;
     long started = 0;
-    double t_hold = 0, t_phase = now_s();
+    double t_hold = 0, t_phase = now_mono();
     struct epoll_event evs[256];
     while (phase != END) {
-        double t = now_s(), wake = t + 0.05;
+        double t = now_mono(), wake = t + 0.05;
         long busy = 0, open = 0, pings_out = 0;
         for (long i = 0; i < n; i++) {
             iconn *ic = &x.ics[i];
@@ -925,7 +913,7 @@ static void idle_raw(const load_opts *o, const char *ids, long n) {
             }
             if (started == n && busy == 0) {
                 phase = HOLD;
-                t_hold = t_phase = now_s();
+                t_hold = t_phase = now_mono();
                 printf("idle: %ld of %ld sockets open in %.2f s; holding for %.1f s\n", open, n, t_hold - g_t_start,
                        o->duration);
                 fflush(stdout);
@@ -942,7 +930,7 @@ static void idle_raw(const load_opts *o, const char *ids, long n) {
                 iconn *ic = &x.ics[i];
                 if (ic->state != IC_OPEN) continue;
                 ic->state = IC_CLOSING;
-                ic->t0 = now_s();
+                ic->t0 = now_mono();
                 ic->b0 = ic->c.bytes_in + ic->c.bytes_out;
                 uint8_t code[2] = {1000 >> 8, 1000 & 0xFF};
                 if (ic_frame(&x, i, WS_CLOSE, code, 2) < 0) ic_fail(ic, "close send failed");
@@ -953,7 +941,7 @@ static void idle_raw(const load_opts *o, const char *ids, long n) {
             phase = END;
             continue;
         }
-        int ms = (int)ceil((wake - now_s()) * 1e3);
+        int ms = (int)ceil((wake - now_mono()) * 1e3);
         if (ms < 0) ms = 0;
         int got = epoll_wait(x.ep, evs, 256, ms);
         for (int e = 0; e < got; e++) ic_event(&x, (long)evs[e].data.u64, evs[e].events);
@@ -1078,17 +1066,17 @@ int main(int argc, char **argv) {
     if (o.pid > 0 && !have_proc) fprintf(stderr, "da3-load: cannot read /proc/%d (not a local process?)\n", (int)o.pid);
     printf("da3-load %s against %s:%d\n", o.scenario, o.host, o.port);
     fflush(stdout);
-    g_t_start = now_s();
+    g_t_start = now_mono();
     int rc = sc == 0 ? scenario_idle(&o) : sc == 1 ? scenario_upload(&o) : sc == 2 ? scenario_lifecycle(&o) : scenario_generate(&o);
-    double elapsed = now_s() - g_t_start;
+    double elapsed = now_mono() - g_t_start;
     stats_print(stdout);
     printf("elapsed %.2f s\n", elapsed);
 
     int fds_back = 1;
     if (have_proc) {
         /* The front closes a socket when it sees our close or EOF: give it a moment, then read. */
-        double until = now_s() + o.settle;
-        while (proc_read(o.pid, &after) == 0 && after.fds > before.fds && now_s() < until) {
+        double until = now_mono() + o.settle;
+        while (proc_read(o.pid, &after) == 0 && after.fds > before.fds && now_mono() < until) {
             struct timespec ts = {0, 50 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }

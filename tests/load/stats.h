@@ -9,7 +9,7 @@
 /* The message kinds da3-load reports, in print order. */
 typedef enum { K_CREATE, K_CONNECT, K_PING, K_IMAGE, K_GENERATE, K_PROGRESS, K_CLOSE, K_DELETE, K_COUNT } kind;
 
-/* Records one successful exchange of kind k that started at t0 and ended at t1 (now_s seconds),
+/* Records one successful exchange of kind k that started at t0 and ended at t1 (now_mono seconds),
  * moving bytes bytes in both directions together. Thread-safe. */
 void stats_ok(kind k, double t0, double t1, uint64_t bytes);
 

@@ -16,11 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
-double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include <openssl/sha.h>
+
+#include "common/b64.h"
 
 /* Resolves host:port to an IPv4/IPv6 address (first result); 0 or -1. */
 static int resolve(const char *host, int port, struct sockaddr_storage *sa, socklen_t *salen, char *err,
@@ -188,56 +186,6 @@ static uint64_t rng_next(wsc *c) {
     return c->rng = x;
 }
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Standard base64 of n bytes into out (4*ceil(n/3)+1 bytes, NUL-terminated). */
-static void b64_encode(const uint8_t *in, size_t n, char *out) {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
-        out[o++] = B64[v >> 18 & 63];
-        out[o++] = B64[v >> 12 & 63];
-        out[o++] = i + 1 < n ? B64[v >> 6 & 63] : '=';
-        out[o++] = i + 2 < n ? B64[v & 63] : '=';
-    }
-    out[o] = 0;
-}
-
-/* SHA-1 of msg (for Sec-WebSocket-Accept only; the handshake check is the one place it is needed,
- * and linking a crypto library for it would be the only reason to). */
-static void sha1(const uint8_t *msg, size_t len, uint8_t out[20]) {
-    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
-    size_t total = ((len + 8) / 64 + 1) * 64;
-    uint8_t *m = calloc(total, 1);
-    memcpy(m, msg, len);
-    m[len] = 0x80;
-    uint64_t bits = (uint64_t)len * 8;
-    for (int i = 0; i < 8; i++) m[total - 1 - i] = (uint8_t)(bits >> (8 * i));
-#define ROL(x, s) (((x) << (s)) | ((x) >> (32 - (s))))
-    for (size_t blk = 0; blk < total; blk += 64) {
-        uint32_t w[80];
-        for (int i = 0; i < 16; i++)
-            w[i] = (uint32_t)m[blk + 4 * i] << 24 | (uint32_t)m[blk + 4 * i + 1] << 16 |
-                   (uint32_t)m[blk + 4 * i + 2] << 8 | m[blk + 4 * i + 3];
-        for (int i = 16; i < 80; i++) w[i] = ROL(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-        uint32_t a = h[0], b = h[1], cc = h[2], d = h[3], e = h[4];
-        for (int i = 0; i < 80; i++) {
-            uint32_t f, k;
-            if (i < 20) f = (b & cc) | (~b & d), k = 0x5A827999;
-            else if (i < 40) f = b ^ cc ^ d, k = 0x6ED9EBA1;
-            else if (i < 60) f = (b & cc) | (b & d) | (cc & d), k = 0x8F1BBCDC;
-            else f = b ^ cc ^ d, k = 0xCA62C1D6;
-            uint32_t t = ROL(a, 5) + f + e + k + w[i];
-            e = d, d = cc, cc = ROL(b, 30), b = a, a = t;
-        }
-        h[0] += a, h[1] += b, h[2] += cc, h[3] += d, h[4] += e;
-    }
-#undef ROL
-    free(m);
-    for (int i = 0; i < 5; i++)
-        for (int j = 0; j < 4; j++) out[4 * i + j] = (uint8_t)(h[i] >> (24 - 8 * j));
-}
-
 size_t ws_handshake_request(wsc *c, char *buf, size_t cap, const char *host, int port, const char *path,
                             char key[25]) {
     uint8_t raw[16];
@@ -245,7 +193,7 @@ size_t ws_handshake_request(wsc *c, char *buf, size_t cap, const char *host, int
         uint64_t r = rng_next(c);
         memcpy(raw + i, &r, 8);
     }
-    b64_encode(raw, 16, key);
+    key[b64_encode(raw, 16, key)] = 0;
     int n = snprintf(buf, cap,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -277,9 +225,9 @@ int ws_handshake_check(wsc *c, const char *key, char *err, size_t errlen) {
     char cat[80];
     snprintf(cat, sizeof cat, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
     uint8_t dig[20];
-    sha1((const uint8_t *)cat, strlen(cat), dig);
+    SHA1((const uint8_t *)cat, strlen(cat), dig);
     char want[32];
-    b64_encode(dig, 20, want);
+    want[b64_encode(dig, 20, want)] = 0;
     int ok = 0;
     for (char *l = strstr(h, "\r\n"); l; l = strstr(l + 2, "\r\n")) {
         if (strncasecmp(l + 2, "Sec-WebSocket-Accept:", 21) == 0) {
@@ -496,9 +444,9 @@ int wsc_close(wsc *c, double timeout_s) {
     uint8_t code[2] = {1000 >> 8, 1000 & 0xFF};
     if (wsc_send(c, WS_CLOSE, code, 2) == 0) {
         set_timeouts(c->fd, timeout_s);
-        double deadline = now_s() + timeout_s;
+        double deadline = now_mono() + timeout_s;
         char err[128];
-        while (now_s() < deadline) {
+        while (now_mono() < deadline) {
             int ev = wsc_feed(c, err, sizeof err);
             if (ev == WSE_CLOSE) {
                 ok = 0;

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/util.h" /* now_mono */
+
 enum { WS_CONT = 0, WS_TEXT = 1, WS_BINARY = 2, WS_CLOSE = 8, WS_PING = 9, WS_PONG = 10 };
 
 /* What wsc_feed found in the bytes read so far. */
@@ -32,8 +34,6 @@ typedef struct {
     int close_code;       /* from the peer's close frame, 1005 when it carried none */
 } wsc;
 
-/* Monotonic clock in seconds. */
-double now_s(void);
 
 /* Blocking TCP connection to host:port with send/receive timeouts of timeout_s; fd or -1 (err set). */
 int tcp_connect(const char *host, int port, double timeout_s, char *err, size_t errlen);

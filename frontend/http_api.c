@@ -319,18 +319,20 @@ static int metrics_handler(struct mg_connection *conn, void *cbdata) {
     return 200;
 }
 
-/* GET, HEAD and OPTIONS only: 1 when the handler is done (405 or the preflight sent). */
+/* GET, HEAD and OPTIONS only: the status sent when the handler is done (405, or 204 for the
+ * preflight), else 0. */
 static int probe_method_done(struct mg_connection *conn) {
     const char *method = mg_get_request_info(conn)->request_method;
-    if (!method_in(method, "GET, HEAD, OPTIONS")) return send_not_allowed(conn, "GET, HEAD, OPTIONS"), 1;
-    if (!strcmp(method, "OPTIONS")) return send_preflight(conn), 1;
+    if (!method_in(method, "GET, HEAD, OPTIONS")) return send_not_allowed(conn, "GET, HEAD, OPTIONS");
+    if (!strcmp(method, "OPTIONS")) return send_preflight(conn);
     return 0;
 }
 
 /* Liveness: 200 while the front runs (it answers at all), 503 once it is shutting down. */
 static int healthz_handler(struct mg_connection *conn, void *cbdata) {
     (void)cbdata;
-    if (probe_method_done(conn)) return 200;
+    int sent = probe_method_done(conn);
+    if (sent) return sent;
     if (g_server.stopping) return send_json(conn, 503, json_pack("{s:s,s:s}", "status", "stopping", "detail", "server shutting down"));
     return send_json(conn, 200, json_pack("{s:s}", "status", "ok"));
 }
@@ -338,7 +340,8 @@ static int healthz_handler(struct mg_connection *conn, void *cbdata) {
 /* Readiness: 200 only while every configured worker has its model loaded; 503 with why otherwise. */
 static int readyz_handler(struct mg_connection *conn, void *cbdata) {
     (void)cbdata;
-    if (probe_method_done(conn)) return 200;
+    int sent = probe_method_done(conn);
+    if (sent) return sent;
     worker_summary ws;
     summarize_workers(&ws);
     json_t *workers = json_pack("{s:i,s:i,s:i,s:i}", "configured", ws.configured, "ready", ws.ready, "starting",

@@ -53,9 +53,8 @@ static void *cleanup_loop(void *arg) {
                 char id[37];
                 snprintf(id, sizeof id, "%s", expired[i]->id);
                 sessions_put(expired[i]);
-                /* The idle test excluded sessions with a job; one may have started since. */
-                if (jobs_session_busy(id)) continue;
-                if (session_close(id, "Session expired after inactivity") == 0)
+                /* Re-checked under the session's lock: it may have woken up since the snapshot. */
+                if (session_close_idle(id, "Session expired after inactivity", now_wall(), g_server.opt.session_timeout) == 0)
                     log_info("session %s expired (idle > %.0f s) and was removed", id, g_server.opt.session_timeout);
             }
         } while (n == 256 && !g_server.stopping);

@@ -77,6 +77,10 @@ session *sessions_remove(const char *id);
  * processing; returns how many. */
 int sessions_expired(double now, double timeout_s, session **out, int max);
 
+/* sessions_remove, but only if the session is still idle for more than timeout_s and not
+ * processing, checked under its lock (the expiry sweep's candidates may have woken up). */
+session *sessions_remove_idle(const char *id, double now, double timeout_s);
+
 /* Collects (with a reference each) up to max live sessions; returns how many. */
 int sessions_snapshot(session **out, int max);
 

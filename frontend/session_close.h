@@ -7,4 +7,8 @@
  * called without any session lock held. */
 int session_close(const char *id, const char *reason);
 
+/* session_close for the expiry sweep: only when the session is still idle for more than
+ * timeout_s at now (checked under its lock). Returns 0 when it was closed. */
+int session_close_idle(const char *id, const char *reason, double now, double timeout_s);
+
 #endif

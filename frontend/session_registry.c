@@ -168,29 +168,43 @@ void sessions_put(session *s) {
     if (last) session_free(s);
 }
 
-session *sessions_remove(const char *id) {
-    if (!id || !is_uuid(id)) return NULL;
-    session *found = NULL;
-    pthread_mutex_lock(&reg.lock);
-    int i = index_locked(id);
-    if (i >= 0) {
-        found = reg.items[i];
-        reg.items[i] = reg.items[--reg.count]; /* the registry's reference becomes the caller's */
+/* Removes session id, when only_idle only if it is still idle (checked under its lock, so an
+ * upload or generate that lands after the sweep looked cannot be lost to the expiry). The
+ * session's lock is held from the check to `deleted`; the registry lock, a leaf, inside it. */
+static session *remove_session(const char *id, int only_idle, double now, double timeout_s) {
+    session *s = sessions_get(id);
+    if (!s) return NULL;
+    pthread_mutex_lock(&s->lock);
+    int go = !s->deleted && (!only_idle || (now - s->last_activity > timeout_s && s->status != SESSION_PROCESSING));
+    if (go) {
+        pthread_mutex_lock(&reg.lock);
+        int i = index_locked(id);
+        if (i >= 0) reg.items[i] = reg.items[--reg.count]; /* the registry's reference becomes the caller's */
+        pthread_mutex_unlock(&reg.lock);
+        go = i >= 0;
     }
-    pthread_mutex_unlock(&reg.lock);
-    if (!found) return NULL;
-    /* Under the session's lock an upload in flight has either finished writing or will see
-     * `deleted` before writing anything; the rename then takes the folder out of the sessions'
-     * namespace in one step, so no later write and no restart can bring it back. */
-    char tomb[800];
-    pthread_mutex_lock(&found->lock);
-    found->deleted = 1;
-    session_store_bury(found, tomb, sizeof tomb);
-    pthread_mutex_unlock(&found->lock);
+    char tomb[800] = "";
+    if (go) {
+        /* An upload in flight has either finished writing or will see `deleted` before writing
+         * anything; the rename takes the folder out of the sessions' namespace in one step, so
+         * no later write and no restart can bring it back. */
+        s->deleted = 1;
+        session_store_bury(s, tomb, sizeof tomb);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (!go) {
+        sessions_put(s);
+        return NULL;
+    }
+    sessions_put(s); /* the lookup's reference; the registry's is the caller's now */
     /* The slow part, without the lock: nothing writes to a tombstone. */
     if (tomb[0] && remove_tree(tomb)) log_warn("session %s: could not remove %s: %s (removed at the next start)", id, tomb, strerror(errno));
-    return found;
+    return s;
 }
+
+session *sessions_remove(const char *id) { return remove_session(id, 0, 0, 0); }
+
+session *sessions_remove_idle(const char *id, double now, double timeout_s) { return remove_session(id, 1, now, timeout_s); }
 
 /* Takes a reference on every live session into a malloc'd array; *n gets the count. */
 static session **take_all(int *n) {

@@ -73,7 +73,7 @@ uint64_t arena_alloc_locked(shm_arena *a, char *base, uint64_t tag, size_t len) 
                 b->size = need;
             }
             b->tag = tag;
-            b->used = 1; /* last: a block is never seen used with another owner's tag */
+            PUBLISH(b->used, 1); /* last: a block is never seen used with another owner's tag */
             return off + sizeof(arena_block);
         }
         off += b->size;

@@ -26,7 +26,7 @@ static int submit_locked(shmq *q, const shmq_job_params *p, uint64_t *job_id) {
         j->params.image_dir[sizeof j->params.image_dir - 1] = 0;
         j->job_id = t->next_job_id++;
         j->t_queued = now_mono();
-        j->state = JOB_QUEUED; /* last: a half-written slot is still FREE to a repairer */
+        PUBLISH(j->state, JOB_QUEUED); /* last: a half-written slot is still FREE to a repairer */
         *job_id = j->job_id;
         return i;
     }
@@ -85,7 +85,7 @@ static int claim_locked(shmq *q, int worker, shmq_job_params *params, uint64_t *
     j->owner_worker = worker;
     j->t_claimed = now_mono();
     j->attempts++;
-    j->state = JOB_CLAIMED;
+    PUBLISH(j->state, JOB_CLAIMED);
     *params = j->params;
     *job_id = j->job_id;
     return s;
@@ -161,7 +161,7 @@ void shmq_finish(shmq *q, int slot, uint64_t job_id, uint64_t off, size_t glb_le
         j->model_ms = stage_ms[1];
         j->fusion_ms = stage_ms[2];
         j->glb_ms = stage_ms[3];
-        j->state = JOB_DONE;
+        PUBLISH(j->state, JOB_DONE);
         worker_table_count_locked(&q->h->workers, j->owner_worker, 1);
     }
     shmq_unlock(q);
@@ -260,7 +260,7 @@ int shmq_recover_dead_worker(shmq *q, int pid) {
             release_locked(q, i);
         } else if (j->attempts < SHMQ_MAX_ATTEMPTS) {
             j->owner_pid = 0;
-            j->state = JOB_QUEUED; /* keeps its id, so it is claimed before newer jobs */
+            PUBLISH(j->state, JOB_QUEUED); /* keeps its id, so it is claimed before newer jobs */
             requeued++;
             shmq_event e;
             memset(&e, 0, sizeof e);

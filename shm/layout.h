@@ -4,6 +4,11 @@
 #ifndef DA3_SHM_LAYOUT_H
 #define DA3_SHM_LAYOUT_H
 
+/* A store that makes a slot's other fields count (a job's state, a block's `used`): a release
+ * store, so neither the compiler nor the CPU moves the fields written before it after it, and a
+ * process killed at any instant leaves either the old or the fully written record. */
+#define PUBLISH(field, value) __atomic_store_n(&(field), (value), __ATOMIC_RELEASE)
+
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdint.h>
@@ -14,7 +19,7 @@
 #include "shm/segment.h"
 #include "shm/worker_table.h"
 
-#define SHMQ_MAGIC 0x4441335348513032ULL /* "DA3SHQ02": layout 2 (no job ring) */
+#define SHMQ_MAGIC 0x4441335348513033ULL /* "DA3SHQ03": layout 3 (no job ring, 160-byte BLAS text) */
 
 typedef struct {
     /* Identity first, at fixed offsets: a second front reads owner_pid with pread(). */

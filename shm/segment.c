@@ -21,10 +21,14 @@ static size_t page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }
 
 /* The pid recorded by the segment's creator, read without mapping (0 if not written yet). */
 static int recorded_owner(int fd) {
-    shmq_header prefix;
-    size_t want = offsetof(shmq_header, owner_pid) + sizeof prefix.owner_pid;
-    if (pread(fd, &prefix, want, 0) != (ssize_t)want || prefix.magic != SHMQ_MAGIC) return 0;
-    return prefix.owner_pid;
+    /* Two small reads, not a whole header on the stack (it is most of a megabyte). */
+    uint64_t magic;
+    int32_t pid;
+    if (pread(fd, &magic, sizeof magic, offsetof(shmq_header, magic)) != (ssize_t)sizeof magic ||
+        magic != SHMQ_MAGIC ||
+        pread(fd, &pid, sizeof pid, offsetof(shmq_header, owner_pid)) != (ssize_t)sizeof pid)
+        return 0;
+    return pid;
 }
 
 /* Decides about an existing segment `name`. Its creator holds an exclusive flock on it for as

@@ -21,7 +21,7 @@ typedef struct {
     int32_t model_trained;
     char device[32];
     char model_name[160];
-    char blas[96];           /* the BLAS kernels in use, e.g. "Zen (OpenBLAS's choice)"; "" unknown */
+    char blas[160];           /* the BLAS kernels in use, e.g. "Zen (OpenBLAS's choice)"; "" unknown */
     char error[256];         /* why it failed or exited; cleared at each start */
 } shmq_worker;
 

@@ -220,7 +220,7 @@ int main(int argc, char **argv) {
         log_error("%s", err);
         return 1;
     }
-    char blas[96];
+    char blas[160];
     blas_kernels_in_use(blas, sizeof blas);
     shmq_worker_set_blas(q, index, (int)getpid(), blas);
     log_info("BLAS kernels: %s", blas);

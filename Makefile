@@ -11,6 +11,9 @@ TSAN ?= 0
 TORCH_DIR ?=
 
 BUILD ?= build
+ifeq ($(SAN)$(TSAN),11)
+$(error SAN=1 and TSAN=1 cannot be combined: AddressSanitizer and ThreadSanitizer exclude each other)
+endif
 ifeq ($(SAN),1)
 override BUILD := $(BUILD)/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -115,6 +118,7 @@ bench:
 
 # Capacity figures (scripts/bench-load.sh; docs/load-testing.md): printed, not asserted.
 bench-load:
+	@scripts/install-deps.sh --test
 	@$(MAKE) --no-print-directory all
 	BUILD=$(BUILD) scripts/bench-load.sh
 

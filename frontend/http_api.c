@@ -17,7 +17,6 @@
 #include "frontend/supervisor.h"
 #include "frontend/session_close.h"
 
-#define MAX_BODY (1 << 20)
 #define SERVER_VERSION "0.1.0"
 
 static const char *reason_phrase(int status) {
@@ -82,14 +81,14 @@ static int send_preflight(struct mg_connection *conn) {
     return 204;
 }
 
-/* Reads the request body (up to MAX_BODY); returns malloc'd NUL-terminated text or NULL. */
+/* Reads the request body (up to HTTP_API_MAX_BODY); returns malloc'd NUL-terminated text or NULL. */
 static char *read_body(struct mg_connection *conn, size_t *len, int *too_big) {
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap + 1);
     *too_big = 0;
     while (buf) {
         if (n == cap) {
-            if (cap >= MAX_BODY) {
+            if (cap >= HTTP_API_MAX_BODY) {
                 *too_big = 1;
                 free(buf);
                 return NULL;

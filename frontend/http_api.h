@@ -5,6 +5,10 @@
 
 struct mg_context;
 
+/* The largest request body an endpoint reads (a create body): the connection loop refuses bigger
+ * ones with 413 before CivetWeb sees them. */
+#define HTTP_API_MAX_BODY (1u << 20)
+
 /* Registers every HTTP handler on ctx. */
 void http_api_register(struct mg_context *ctx);
 

@@ -168,7 +168,7 @@ int main(int argc, char **argv) {
         .max_relays = 4 * o->threads,
         .max_message = (size_t)o->max_message_mb << 20,
         .max_inbound = (size_t)o->max_inbound_mb << 20,
-        .max_http_body = 2u << 20,
+        .max_http_body = HTTP_API_MAX_BODY,
         .request_timeout = o->request_timeout,
         .idle_timeout = 30,
         .ping_interval = o->ws_ping_interval,

@@ -129,9 +129,10 @@ class Server:
             self.log = None
         # A sanitizer report in the front's or a worker's log fails the test that ran it.
         text = open(self.log_path, errors="replace").read()
+        reported = self.__dict__.setdefault("_sanitizer_reported", set())
         for tool in ("ThreadSanitizer", "AddressSanitizer", "LeakSanitizer", "runtime error:"):
-            if tool in text and not getattr(self, "_reported_" + tool, False):
-                setattr(self, "_reported_" + tool, True)
+            if tool in text and tool not in reported:
+                reported.add(tool)
                 i = text.index(tool)
                 check(False, f"{tool} report in the server log:\n" + text[max(0, i - 200):i + 3000])
 

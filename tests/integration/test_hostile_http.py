@@ -7,7 +7,6 @@ import json
 import os
 import random
 import threading
-import time
 
 import websockets
 

@@ -688,7 +688,7 @@ def non_reader_does_not_stall():
         while time.time() < deadline and not pat.search(srv.log_text()):
             time.sleep(0.2)
         log = srv.log_text()
-        check(pat.search(log), f"the log says A's result was NOT delivered (within 15 s of it being queued)")
+        check(pat.search(log), "the log says A's result was NOT delivered (within 15 s of it being queued)")
         check(re.search(rf"session {sid_b}: complete .*: delivered \(", log), "the log says B's result was delivered")
         check("the client stopped reading" in log or "read nothing" in log, "the drop is logged as a non-reader")
         # A's socket has been closed by the server: reading now gives what was in flight, then EOF.

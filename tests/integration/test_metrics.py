@@ -15,8 +15,7 @@ try:
 except ImportError:  # scripts/install-deps.sh --test installs it
     raise SystemExit("test_metrics: needs python3-prometheus-client (apt-get install -y python3-prometheus-client)")
 
-from harness import (Server, check, connect, finish, generate, make_image, raw_http, run, send_image,
-                     session_with_images, wait_new_worker)
+from harness import (Server, check, finish, generate, make_image, raw_http, run, session_with_images, wait_new_worker)
 
 
 class UnwaitedServer(Server):
@@ -221,7 +220,7 @@ try:
     log = srv.log_text()
     pat = re.compile(rf"session {sid}: complete \(job \d+, 2 images, attempt 1; queue \d+ ms, decode \d+, model \d+, "
                      rf"fusion \d+, glb \d+, encode \d+ ms, GLB \d+ B, message \d+ B\): delivered \(")
-    check(len(pat.findall(log)) == 1, f"one log line for the completed job:\n" +
+    check(len(pat.findall(log)) == 1, "one log line for the completed job:\n" +
           "\n".join(l for l in log.splitlines() if sid in l))
 
     # A cancelled job: B waits behind A on the one worker and its session is deleted.

@@ -1,14 +1,12 @@
 """Process-level behaviour: a worker killed during generate (retried once, then a clear error),
 a server restart that keeps sessions, idle expiry, several sessions at once over two workers."""
 import asyncio
-import base64
 import json
 import os
 import signal
 import time
 
-from harness import (Server, check, connect, finish, generate, make_image, recv_json, run, send_image,
-                     session_with_images, wait_new_worker)
+from harness import (Server, check, connect, finish, generate, recv_json, run, session_with_images, wait_new_worker)
 
 
 async def wait_stage(ws, stage):

@@ -4,11 +4,13 @@
 set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libcivetweb-dev libjansson-dev libssl-dev libpng-dev libturbojpeg0-dev
-            libtorch-dev libopenblas0-pthread)
+            libtorch-dev libopenblas0-pthread libheif-dev libwebp-dev)
 # Tests drive the real server with Python's websockets, validate GLBs with the Khronos validator
 # (node), parse /metrics with prometheus_client, drive the web page in a real Chromium, and put a
-# real nginx in front for proxy tests.
-test_pkgs=(python3 python3-websockets python3-prometheus-client nodejs npm nginx-light curl chromium fonts-liberation)
+# real nginx in front for proxy tests. The Python client (clients/python) needs tqdm and, for
+# --video, OpenCV; heif-enc (libheif-examples) and cwebp (webp) make the HEIC/WebP test images.
+test_pkgs=(python3 python3-websockets python3-prometheus-client python3-tqdm python3-opencv nodejs npm
+           nginx-light curl chromium fonts-liberation libheif-examples webp)
 
 want=("${build_pkgs[@]}")
 [[ "${1:-}" == "--test" ]] && want+=("${test_pkgs[@]}")

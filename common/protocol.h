@@ -12,6 +12,8 @@
 #define PROTOCOL_DEFAULT_PROCESS_RES 504
 #define PROTOCOL_DEFAULT_CONF_THRESH_PERCENTILE 10.0
 #define PROTOCOL_DEFAULT_NUM_MAX_POINTS 10000000L
+/* Protocol v2 (the reference's later branch) lowered the init default to 100,000 points. */
+#define PROTOCOL_V2_DEFAULT_NUM_MAX_POINTS 100000L
 #define PROTOCOL_DEFAULT_SHOW_CAMERAS 1
 /* Point-cloud downsampling seed: fixed, so the same images give the same GLB. */
 #define PROTOCOL_SEED 42

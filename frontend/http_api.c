@@ -110,20 +110,16 @@ static char *read_body(struct mg_connection *conn, size_t *len, int *too_big) {
     return buf;
 }
 
-static const char *const config_names[] = {"max_images", "process_res", "process_res_method",
-                                           "conf_thresh_percentile", "num_max_points", "show_cameras"};
-
 static int handle_create(struct mg_connection *conn) {
     const struct mg_request_info *ri = mg_get_request_info(conn);
     session_config cfg;
-    session_config_default(&cfg, g_server.opt.max_images);
-    if (g_server.opt.max_images > 100) cfg.max_images = 100; /* the reference's default */
+    session_config_default_client(&cfg, g_server.opt.max_images, 0);
     char err[256], value[256];
     /* Query string first (how the reference's clients send them), then a JSON body if any. */
     const char *qs = ri->query_string ? ri->query_string : "";
-    for (size_t i = 0; i < sizeof config_names / sizeof *config_names; i++) {
-        int got = mg_get_var(qs, strlen(qs), config_names[i], value, sizeof value);
-        if (got >= 0 && session_config_set(&cfg, config_names[i], value, NULL, g_server.opt.max_images, err, sizeof err))
+    for (size_t i = 0; i < session_config_name_count; i++) {
+        int got = mg_get_var(qs, strlen(qs), session_config_names[i], value, sizeof value);
+        if (got >= 0 && session_config_set(&cfg, session_config_names[i], value, NULL, g_server.opt.max_images, err, sizeof err))
             return send_detail(conn, 422, err);
     }
     size_t blen = 0;
@@ -140,10 +136,10 @@ static int handle_create(struct mg_connection *conn) {
             snprintf(err, sizeof err, "Request body must be a JSON object of session parameters: %s", jerr.text);
             return send_detail(conn, 422, err);
         }
-        for (size_t i = 0; i < sizeof config_names / sizeof *config_names; i++) {
-            json_t *v = json_object_get(o, config_names[i]);
+        for (size_t i = 0; i < session_config_name_count; i++) {
+            json_t *v = json_object_get(o, session_config_names[i]);
             if (v && !json_is_null(v) &&
-                session_config_set(&cfg, config_names[i], NULL, v, g_server.opt.max_images, err, sizeof err)) {
+                session_config_set(&cfg, session_config_names[i], NULL, v, g_server.opt.max_images, err, sizeof err)) {
                 json_decref(o);
                 free(body);
                 return send_detail(conn, 422, err);

@@ -73,7 +73,7 @@ static double queue_wait_s(const shmq_job *j) {
     return j->t_claimed > j->t_queued ? j->t_claimed - j->t_queued : 0;
 }
 
-jobs_submit_result jobs_submit(session *s, int finalize, int incremental, char *err, size_t errlen) {
+static jobs_submit_result submit(session *s, int finalize, int incremental, int auto_generated, char *err, size_t errlen) {
     if (s->deleted) {
         snprintf(err, errlen, "Session %s not found", s->id);
         return JOBS_REFUSED;
@@ -96,6 +96,7 @@ jobs_submit_result jobs_submit(session *s, int finalize, int incremental, char *
     p.seed = PROTOCOL_SEED; /* fixed: the same images give the same GLB */
     p.finalize = finalize;
     p.incremental = incremental;
+    p.auto_generated = auto_generated;
     /* Every submit for a session happens under its lock, so this check cannot race another
      * one; shmq_submit_unique still guards the table itself. */
     if (jobs_session_busy(s->id)) {
@@ -126,6 +127,36 @@ jobs_submit_result jobs_submit(session *s, int finalize, int incremental, char *
     session_touch(s);
     session_save(s);
     return JOBS_QUEUED;
+}
+
+jobs_submit_result jobs_submit(session *s, int finalize, int incremental, char *err, size_t errlen) {
+    return submit(s, finalize, incremental, 0, err, errlen);
+}
+
+int jobs_auto_generate(session *s) {
+    int every = s->cfg.auto_generate_after;
+    if (every <= 0 || s->deleted || s->image_count - s->last_auto_count < every || jobs_session_busy(s->id)) return 0;
+    char *m = msg_auto_generating(s->image_count);
+    if (m) client_send(s->id, m, strlen(m));
+    free(m);
+    int before = s->last_auto_count;
+    s->last_auto_count = s->image_count; /* saved with the status by submit() */
+    char err[300], msg[400];
+    if (submit(s, 0, 1, 1, err, sizeof err) == JOBS_QUEUED) return 1;
+    s->last_auto_count = before; /* due again at the next ack or the next job's end */
+    snprintf(msg, sizeof msg, "Auto-generation failed: %s", err);
+    client_send_error(s->id, msg);
+    return 0;
+}
+
+/* After a job of the session ended: the automatic run its uploads made due meanwhile. */
+static void auto_generate_after_job(const char *session_id) {
+    session *s = sessions_get(session_id);
+    if (!s) return;
+    pthread_mutex_lock(&s->lock);
+    jobs_auto_generate(s);
+    pthread_mutex_unlock(&s->lock);
+    sessions_put(s);
 }
 
 int jobs_session_busy(const char *session_id) {
@@ -179,7 +210,7 @@ static void *deliver_result(void *arg) {
     size_t len = 0;
     double extra_ms[2] = {(j->t_claimed - j->t_queued) * 1e3, j->glb_ms};
     char *text = msg_result(type, j->params.image_count, glb, j->glb_len, meta, j->meta_len, sid,
-                            extra_ms, &len);
+                            extra_ms, j->params.auto_generated, &len);
     shmq_release(g_server.q, d->slot); /* the arena block is no longer needed */
     double t1 = now_mono();
     session *s = sessions_get(sid);
@@ -209,6 +240,7 @@ static void *deliver_result(void *arg) {
         if (note) job_log_head(note, 700, j, type, queue_wait_s(j), (t1 - t0) * 1e3, len);
         client_send_owned(sid, text, len, note);
     }
+    auto_generate_after_job(sid);
     free(d);
     atomic_fetch_sub(&deliveries_in_flight, 1);
     return NULL;
@@ -219,11 +251,16 @@ static void handle_finished(int slot, const shmq_job *j) {
     if (j->state == JOB_FAILED) {
         char msg[700];
         snprintf(msg, sizeof msg, "%s: %s",
-                 j->params.finalize ? "Failed to finalize" : "Failed to generate point cloud", j->error);
+                 j->params.auto_generated ? "Auto-generation failed"
+                 : j->params.finalize     ? "Failed to finalize"
+                                          : "Failed to generate point cloud",
+                 j->error);
         shmq_release(g_server.q, slot);
         session *s = sessions_get(sid);
         if (s) {
-            finish_session(s, j->params.finalize, 0, j->error);
+            /* A failed automatic run leaves the session usable, as the reference does: the
+             * client did not ask for it, and its next images try again. */
+            finish_session(s, j->params.finalize, j->params.auto_generated, j->error);
             sessions_put(s);
         }
         client_send_error(sid, msg);
@@ -232,6 +269,7 @@ static void handle_finished(int slot, const shmq_job *j) {
         char line[1300];
         job_log_head(line, sizeof line, j, "failed", queue_wait_s(j), 0, 0);
         log_warn("%s: %s", line, j->error);
+        auto_generate_after_job(sid);
         return;
     }
     result_delivery *d = malloc(sizeof *d);

@@ -175,7 +175,7 @@ int main(int argc, char **argv) {
         .pong_timeout = o->ws_ping_interval,
         .close_timeout = 5,
         .send_timeout = o->send_timeout,
-        .ws_prefix = "/ws/reconstruct/",
+        .ws_prefix = "/ws/reconstruct",
     };
     /* A client's outgoing queue holds at most about two messages of the largest size. */
     size_t out_cap = (size_t)2 * nc.max_message;

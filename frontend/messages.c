@@ -1,6 +1,7 @@
 #include "frontend/messages.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,12 +51,28 @@ char *msg_error(const char *message) {
 }
 
 char *msg_pong(const char *session_id) {
-    return dump(json_pack("{s:s,s:s}", "type", "pong", "session_id", session_id));
+    return dump(json_pack("{s:s,s:o}", "type", "pong", "session_id", session_id ? json_string(session_id) : json_null()));
+}
+
+char *msg_session_created(const char *session_id, int max_images, json_t *config, int resumed, int image_count) {
+    json_t *o = json_pack("{s:s,s:s,s:i,s:o}", "type", "session_created", "session_id", session_id, "max_images",
+                          max_images, "config", config ? config : json_object());
+    if (o && resumed) {
+        json_object_set_new(o, "resumed", json_true());
+        json_object_set_new(o, "image_count", json_integer(image_count));
+    }
+    return dump(o);
+}
+
+char *msg_auto_generating(int image_count) {
+    char text[64];
+    snprintf(text, sizeof text, "Auto-generating after %d images", image_count);
+    return dump(json_pack("{s:s,s:i,s:s}", "type", "auto_generating", "image_count", image_count, "message", text));
 }
 
 char *msg_result(const char *type, int image_count, const uint8_t *glb, size_t glb_len,
                  const char *meta_json, size_t meta_len, const char *session_id,
-                 const double *queue_and_glb_ms, size_t *len) {
+                 const double *queue_and_glb_ms, int auto_generated, size_t *len) {
     json_error_t jerr;
     json_t *meta = json_loadb(meta_json, meta_len, 0, &jerr);
     if (!json_is_object(meta)) {
@@ -70,6 +87,7 @@ char *msg_result(const char *type, int image_count, const uint8_t *glb, size_t g
         json_object_set_new(timing, "queue_ms", json_real(queue_and_glb_ms[0]));
         json_object_set_new(timing, "glb_ms", json_real(queue_and_glb_ms[1]));
     }
+    if (auto_generated) json_object_set_new(meta, "auto_generated", json_true());
     if (!json_object_get(meta, "num_frames")) json_object_set_new(meta, "num_frames", json_integer(image_count));
     char *meta_text = json_dumps(meta, JSON_COMPACT | JSON_REAL_PRECISION(9));
     json_decref(meta);

@@ -733,7 +733,10 @@ static void route(lconn *c, const http_head *h) {
         size_t pl = strlen(L.cfg.ws_prefix);
         /* Heads are only parsed between requests (the previous response fully written), so an
          * upgrade may come on a reused keep-alive connection, as nginx's upstream pool sends it. */
-        if (h->target_len < pl || memcmp(h->target, L.cfg.ws_prefix, pl)) respond(c, 404, "Not Found", NULL);
+        /* The prefix itself (v2), or followed by '/' (v1: /ws/reconstruct/{id}) or a query. */
+        if (h->target_len < pl || memcmp(h->target, L.cfg.ws_prefix, pl) ||
+            (h->target_len > pl && h->target[pl] != '/' && h->target[pl] != '?'))
+            respond(c, 404, "Not Found", NULL);
         else ws_upgrade(c, h);
         return;
     }

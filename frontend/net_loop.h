@@ -26,7 +26,7 @@ typedef struct {
     double pong_timeout;     /* ... and dropped if still silent this much later (s) */
     double close_timeout;    /* a peer has this long to answer our close frame (s) */
     double send_timeout;     /* queued output that makes no progress this long drops the peer (s) */
-    const char *ws_prefix;   /* WebSocket endpoint path prefix, e.g. "/ws/reconstruct/" */
+    const char *ws_prefix;   /* WebSocket endpoint: this path, or it + "/..." or "?..." */
 } net_config;
 
 /* Binds and listens on host:port (port 0: any). Returns the socket, or -1 with err set. */

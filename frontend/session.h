@@ -39,6 +39,7 @@ typedef struct session {
     double created_at, last_activity; /* wall-clock epoch seconds */
     char *error_message;
     int image_count, image_cap;
+    int last_auto_count;   /* image_count when the last automatic run (auto_generate_after) began */
     session_image *images;
     int deleted;           /* set (under lock) by sessions_remove; nothing is written after it */
     /* Guarded by the registry lock: */

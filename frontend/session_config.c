@@ -13,7 +13,18 @@ void session_config_default(session_config *c, int server_max_images) {
     c->conf_thresh_percentile = PROTOCOL_DEFAULT_CONF_THRESH_PERCENTILE;
     c->num_max_points = PROTOCOL_DEFAULT_NUM_MAX_POINTS;
     c->show_cameras = PROTOCOL_DEFAULT_SHOW_CAMERAS;
+    c->auto_generate_after = 0;
 }
+
+void session_config_default_client(session_config *c, int server_max_images, int protocol_v2) {
+    session_config_default(c, server_max_images);
+    if (c->max_images > 100) c->max_images = 100;
+    if (protocol_v2) c->num_max_points = PROTOCOL_V2_DEFAULT_NUM_MAX_POINTS;
+}
+
+const char *const session_config_names[] = {"max_images",     "process_res",  "process_res_method", "conf_thresh_percentile",
+                                            "num_max_points", "show_cameras", "auto_generate_after"};
+const size_t session_config_name_count = sizeof session_config_names / sizeof *session_config_names;
 
 /* Reads an integer from text or a JSON integer (a JSON real with no fraction is accepted). */
 static int get_long(const char *text, json_t *v, long *out) {
@@ -107,15 +118,28 @@ int session_config_set(session_config *c, const char *name, const char *text, js
             return -1;
         }
         c->show_cameras = b;
+    } else if (!strcmp(name, "auto_generate_after")) {
+        if (get_long(text, value, &l) || l < 0 || l > SESSION_MAX_AUTO_GENERATE_AFTER) {
+            snprintf(err, errlen, "auto_generate_after must be an integer in [0, %d] (0: off)",
+                     SESSION_MAX_AUTO_GENERATE_AFTER);
+            return -1;
+        }
+        c->auto_generate_after = (int)l;
     }
     return 0;
 }
 
+int session_config_equal(const session_config *a, const session_config *b) {
+    return a->max_images == b->max_images && a->process_res == b->process_res && a->method == b->method &&
+           a->conf_thresh_percentile == b->conf_thresh_percentile && a->num_max_points == b->num_max_points &&
+           a->show_cameras == b->show_cameras && a->auto_generate_after == b->auto_generate_after;
+}
+
 json_t *session_config_json(const session_config *c) {
-    return json_pack("{s:i,s:s,s:f,s:I,s:b}", "process_res", c->process_res, "process_res_method",
+    return json_pack("{s:i,s:s,s:f,s:I,s:b,s:i}", "process_res", c->process_res, "process_res_method",
                      resize_method_name(c->method), "conf_thresh_percentile",
                      c->conf_thresh_percentile, "num_max_points", (json_int_t)c->num_max_points,
-                     "show_cameras", c->show_cameras);
+                     "show_cameras", c->show_cameras, "auto_generate_after", c->auto_generate_after);
 }
 
 void session_config_from_json(session_config *c, json_t *config, json_t *max_images) {

@@ -10,6 +10,7 @@
 
 #define SESSION_MAX_PROCESS_RES 2016
 #define SESSION_MAX_POINTS 50000000L
+#define SESSION_MAX_AUTO_GENERATE_AFTER 100000
 
 typedef struct {
     int max_images;
@@ -18,17 +19,30 @@ typedef struct {
     double conf_thresh_percentile;
     long num_max_points;
     int show_cameras;
+    int auto_generate_after; /* 0: off; N: a delta after every N new images (protocol v2's init) */
 } session_config;
 
 /* The protocol defaults (504, upper_bound_resize, 10.0, 10,000,000 points, cameras on) with
  * max_images = server_max_images. */
 void session_config_default(session_config *c, int server_max_images);
 
+/* What a new session of a client gets before its own parameters: the protocol defaults, at most
+ * 100 images (the reference's default), and for protocol v2's init the reference tip's lower
+ * point budget (100,000). */
+void session_config_default_client(session_config *c, int server_max_images, int protocol_v2);
+
+/* The client-settable parameter names, in the order the HTTP create and v2 init read them. */
+extern const char *const session_config_names[];
+extern const size_t session_config_name_count;
+
 /* Applies one client parameter given as text (query string) or JSON value (body; pass text NULL).
  * Unknown names are ignored like the reference does. Returns 0, or -1 with a message for the
  * client in err (e.g. "process_res must be an integer in [14, 2016]"). */
 int session_config_set(session_config *c, const char *name, const char *text, json_t *value,
                        int server_max_images, char *err, size_t errlen);
+
+/* 1 when a and b are the same settings. */
+int session_config_equal(const session_config *a, const session_config *b);
 
 /* The "config" object of the create response (without max_images). */
 json_t *session_config_json(const session_config *c);

@@ -29,6 +29,7 @@ int session_save(session *s) {
                           "last_activity", s->last_activity, "status", session_status_name(s->status),
                           "max_images", s->cfg.max_images, "config", session_config_json(&s->cfg));
     if (o && s->error_message) json_object_set_new(o, "error_message", json_string(s->error_message));
+    if (o && s->last_auto_count) json_object_set_new(o, "last_auto_generate_count", json_integer(s->last_auto_count));
     char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(o);
     char path[700];
@@ -161,6 +162,7 @@ int session_store_load(session *s, int server_max_images) {
     if (s->status == SESSION_PROCESSING) s->status = SESSION_ACTIVE; /* the job died with us */
     const char *em = json_string_value(json_object_get(o, "error_message"));
     if (em) s->error_message = strdup(em);
+    s->last_auto_count = (int)json_integer_value(json_object_get(o, "last_auto_generate_count"));
     json_t *legacy = json_object_get(o, "images");
     int is_legacy = json_is_array(legacy);
     int rc = is_legacy ? load_legacy_images(s, legacy) : load_images(s);
@@ -177,6 +179,7 @@ int session_store_load(session *s, int server_max_images) {
         if (t > s->last_activity) s->last_activity = t;
     }
     if (is_legacy) migrate_legacy(s);
+    if (s->last_auto_count < 0 || s->last_auto_count > s->image_count) s->last_auto_count = s->image_count;
     return 0;
 }
 

@@ -14,14 +14,22 @@
 #include "frontend/jobs.h"
 #include "frontend/session.h"
 #include "frontend/messages.h"
+#include "frontend/server.h"
+#include "frontend/session_config.h"
 #include "frontend/ws_frame.h"
 
-#define WS_PREFIX "/ws/reconstruct/"
+/* v1: the session is named in the path (created over HTTP first). v2: the bare path, and the
+ * session comes from the client's first message, init (create, or resume by id). */
+#define WS_V1_PREFIX "/ws/reconstruct/"
+#define WS_V2_PATH "/ws/reconstruct"
+
+static const char NO_SESSION[] = "No session initialized. Send 'init' message first.";
 
 /* A connection's handler-side state, reached through conn_user(). */
 typedef struct {
     uint64_t id;
-    session *s;        /* referenced while attached; NULL for an unknown session */
+    int v2;            /* opened on WS_V2_PATH */
+    session *s;        /* referenced while attached; NULL before a v2 init */
 } ws_client;
 
 static void send_text(uint64_t id, const char *text) {
@@ -34,8 +42,39 @@ static void send_error(uint64_t id, const char *message) {
     free(m);
 }
 
+/* Makes c the session's connection (c takes over the reference to s). A reconnect takes over the
+ * session: the previous socket (often a dead one the client gave up on) is told and closed, so
+ * results always go to the newest connection. The caller has queued its greeting already, so it
+ * always comes first. */
+static void attach_client(ws_client *c, session *s) {
+    c->s = s;
+    uint64_t old = attach_set(s->id, c->id);
+    if (old && old != c->id) {
+        send_error(old, "Another connection took over this session");
+        conn_close(old, WS_CLOSE_NORMAL, "Another connection took over this session");
+    }
+}
+
+/* The target's path: up to a query string, if any. */
+static int path_is(const char *target, const char *path) {
+    size_t n = strlen(path);
+    return !strncmp(target, path, n) && (target[n] == 0 || target[n] == '?');
+}
+
 static void on_open(uint64_t id, const char *target) {
-    const char *sid = strncmp(target, WS_PREFIX, strlen(WS_PREFIX)) ? "" : target + strlen(WS_PREFIX);
+    if (path_is(target, WS_V2_PATH)) {
+        /* v2: nothing is sent until the client's init, as the reference does. */
+        ws_client *c = calloc(1, sizeof *c);
+        if (!c) {
+            conn_close(id, WS_CLOSE_INTERNAL, "out of memory");
+            return;
+        }
+        c->id = id;
+        c->v2 = 1;
+        *conn_user(id) = c;
+        return;
+    }
+    const char *sid = strncmp(target, WS_V1_PREFIX, strlen(WS_V1_PREFIX)) ? "" : target + strlen(WS_V1_PREFIX);
     session *s = sessions_get(sid);
     if (!s) {
         /* Like the reference: accept, then report an unknown session in-band. */
@@ -52,23 +91,102 @@ static void on_open(uint64_t id, const char *target) {
         return;
     }
     c->id = id;
-    c->s = s;
     *conn_user(id) = c;
     pthread_mutex_lock(&s->lock);
     session_touch(s);
     int count = s->image_count, max = s->cfg.max_images;
     pthread_mutex_unlock(&s->lock);
-    /* "connected" is queued before the attachment is visible, so it always comes first. */
     char *m = msg_connected(s->id, count, max);
     send_text(id, m);
     free(m);
-    /* A reconnect takes over the session: the previous socket (often a dead one the client gave
-     * up on) is told and closed, so results always go to the newest connection. */
-    uint64_t old = attach_set(s->id, id);
-    if (old && old != id) {
-        send_error(old, "Another connection took over this session");
-        conn_close(old, WS_CLOSE_NORMAL, "Another connection took over this session");
+    attach_client(c, s);
+}
+
+/* v2 init with a session_id: resumes that session (an extension: the reference deletes a v2
+ * session when its socket drops). Settings sent with it must match the session's: they cannot
+ * change under images already taken. Returns the session with a reference, or NULL with err. */
+static session *resume_session(const char *sid, const json_t *msg, char *err, size_t errlen) {
+    session *s = sessions_get(sid);
+    if (!s) {
+        snprintf(err, errlen, "Failed to resume session: Session %.64s not found", sid);
+        return NULL;
     }
+    pthread_mutex_lock(&s->lock);
+    session_config cfg = s->cfg;
+    pthread_mutex_unlock(&s->lock);
+    for (size_t i = 0; i < session_config_name_count; i++) {
+        json_t *v = json_object_get(msg, session_config_names[i]);
+        if (!v || json_is_null(v)) continue;
+        session_config asked = cfg;
+        char why[256];
+        if (session_config_set(&asked, session_config_names[i], NULL, v, g_server.opt.max_images, why, sizeof why)) {
+            snprintf(err, errlen, "Failed to resume session: %s", why);
+        } else if (!session_config_equal(&asked, &cfg)) {
+            snprintf(err, errlen, "Failed to resume session: %s cannot be changed when resuming a session",
+                     session_config_names[i]);
+        } else {
+            continue;
+        }
+        sessions_put(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* v2 init without a session_id: a new session from the message's settings, each validated like
+ * the HTTP create parameters. Returns it with a reference, or NULL with err. */
+static session *create_session(const json_t *msg, char *err, size_t errlen) {
+    session_config cfg;
+    session_config_default_client(&cfg, g_server.opt.max_images, 1);
+    char why[256];
+    for (size_t i = 0; i < session_config_name_count; i++) {
+        json_t *v = json_object_get(msg, session_config_names[i]);
+        if (v && !json_is_null(v) &&
+            session_config_set(&cfg, session_config_names[i], NULL, v, g_server.opt.max_images, why, sizeof why)) {
+            snprintf(err, errlen, "Failed to create session: %s", why);
+            return NULL;
+        }
+    }
+    int status;
+    session *s = sessions_create(&cfg, &status, why, sizeof why);
+    if (!s) snprintf(err, errlen, "Failed to create session: %s", why);
+    return s;
+}
+
+static void handle_init(ws_client *c, const json_t *msg) {
+    char err[400];
+    if (!c->v2) {
+        send_error(c->id, "Unknown message type: init (this is a protocol v1 connection: its session is named in the path)");
+        return;
+    }
+    if (c->s) {
+        /* The reference makes a new session and orphans the first one; refusing keeps one
+         * session per socket, so nothing is stranded. */
+        snprintf(err, sizeof err, "Failed to create session: this connection already has session %s; open another "
+                 "WebSocket for another session", c->s->id);
+        send_error(c->id, err);
+        return;
+    }
+    const json_t *sid = json_object_get(msg, "session_id");
+    if (sid && !json_is_null(sid) && !json_is_string(sid)) {
+        send_error(c->id, "Failed to resume session: session_id must be a string");
+        return;
+    }
+    int resumed = json_is_string(sid);
+    session *s = resumed ? resume_session(json_string_value(sid), msg, err, sizeof err) : create_session(msg, err, sizeof err);
+    if (!s) {
+        send_error(c->id, err);
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    session_touch(s);
+    int count = s->image_count, max = s->cfg.max_images;
+    json_t *config = session_config_json(&s->cfg);
+    pthread_mutex_unlock(&s->lock);
+    char *m = msg_session_created(s->id, max, config, resumed, count);
+    send_text(c->id, m);
+    free(m);
+    attach_client(c, s);
 }
 
 /* Stores one image (bytes already decoded) and answers ack or error. The bytes are validated
@@ -95,6 +213,11 @@ static void handle_image(ws_client *c, const uint8_t *data, size_t len, const ch
                       cam != NULL, out.filename_truncated);
     send_text(c->id, m);
     free(m);
+    if (s->cfg.auto_generate_after > 0) { /* the config never changes after creation */
+        pthread_mutex_lock(&s->lock);
+        jobs_auto_generate(s);
+        pthread_mutex_unlock(&s->lock);
+    }
 }
 
 /* Decodes base64 image data (a data: URL prefix is accepted) and stores it with the message's
@@ -167,8 +290,11 @@ static void handle_text(ws_client *c, const char *text, size_t len) {
     if (len > 4096 && image_message_split(text, len, &data, &data_len, &rest) == 0) {
         const char *type = json_string_value(json_object_get(rest, "type"));
         if (type && !strcmp(type, "image")) {
-            touch_session(c);
-            handle_image_base64(c, data, data_len, rest);
+            if (!c->s) send_error(c->id, NO_SESSION);
+            else {
+                touch_session(c);
+                handle_image_base64(c, data, data_len, rest);
+            }
             json_decref(rest);
             return;
         }
@@ -189,8 +315,13 @@ static void handle_text(ws_client *c, const char *text, size_t len) {
     }
     json_t *type_v = json_object_get(msg, "type");
     const char *type = json_string_value(type_v);
-    touch_session(c);
-    if (type && !strcmp(type, "image")) {
+    int needs_session = type && (!strcmp(type, "image") || !strcmp(type, "generate") || !strcmp(type, "finalize"));
+    if (c->s) touch_session(c);
+    if (needs_session && !c->s) {
+        send_error(c->id, NO_SESSION);
+    } else if (type && !strcmp(type, "init")) {
+        handle_init(c, msg);
+    } else if (type && !strcmp(type, "image")) {
         json_t *d = json_object_get(msg, "data");
         handle_image_base64(c, json_string_value(d), json_string_length(d), msg);
     } else if (type && !strcmp(type, "generate")) {
@@ -198,7 +329,7 @@ static void handle_text(ws_client *c, const char *text, size_t len) {
     } else if (type && !strcmp(type, "finalize")) {
         handle_generate(c, 1, 0);
     } else if (type && !strcmp(type, "ping")) {
-        char *m = msg_pong(c->s->id);
+        char *m = msg_pong(c->s ? c->s->id : NULL);
         send_text(c->id, m);
         free(m);
     } else {
@@ -213,7 +344,10 @@ static void handle_text(ws_client *c, const char *text, size_t len) {
 static void on_message(uint64_t id, int opcode, const uint8_t *data, size_t len) {
     ws_client *c = *conn_user(id);
     if (!c) return; /* refused at open: nothing to do until the peer closes */
-    if (opcode == WS_OP_BINARY) handle_image(c, data, len, NULL, NULL);
+    if (opcode == WS_OP_BINARY) {
+        if (!c->s) send_error(id, NO_SESSION);
+        else handle_image(c, data, len, NULL, NULL); /* storing it marks the activity */
+    }
     else handle_text(c, (const char *)data, len);
 }
 
@@ -222,6 +356,10 @@ static void on_closed(uint64_t id) {
     *conn_user(id) = NULL;
     if (!c) return;
     session *s = c->s;
+    if (!s) { /* v2, closed before init */
+        free(c);
+        return;
+    }
     attach_clear(s->id, id);
     pthread_mutex_lock(&s->lock);
     session_touch(s); /* the idle timeout counts from the disconnect */

@@ -1,5 +1,6 @@
-/* Protocol v1 over WebSocket, /ws/reconstruct/{session_id}: what each client message does
- * (image, generate, finalize, ping). Runs on handler threads (handler_pool.h); replies travel
+/* The WebSocket protocols: v1 on /ws/reconstruct/{session_id} (session created over HTTP) and v2
+ * on /ws/reconstruct (session created or resumed by an init message): what each client message
+ * does (init, image, generate, finalize, ping). Runs on handler threads (handler_pool.h); replies travel
  * through the connection's outgoing queue (conn.h), so no handler ever blocks on a socket. The
  * rest of the front sends to a session's client through client_send.h. */
 #ifndef DA3_WS_H

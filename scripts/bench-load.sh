@@ -3,7 +3,8 @@
 # here are noisy; compare figures from one run only). Starts its own da3-server on a free port
 # with the demo model and 2 workers, then runs da3-load:
 #   1. 1,000 concurrent WebSockets held, a ping a second each: ping p99
-#   2. 100 sessions at once x 10 images (640x480 JPEG, binary frames): errors, image acks/s
+#   2. 100 sessions at once x 10 images (640x480 JPEG, binary frames): errors, image acks/s, over
+#      protocol v1 and v2, beside the cost of the upload check alone (its floor on this CPU)
 #   3. 1,000 session lifecycles (after 50 to warm up): fds and RSS before/after
 #   4. 20 sessions generating at once over 2 workers (process_res 140): all complete, wait times
 #   BENCH_LOAD_IDLE_S=30   how long the 1,000 sockets are held
@@ -39,7 +40,11 @@ echo "== 1. 1,000 concurrent WebSockets, one ping per second each, held ${IDLE_S
 load idle -n 1000 --interval 1 --duration "$IDLE_S"
 echo
 echo "== 2. 100 sessions at once x 10 images, 640x480 JPEG ($(stat -c %s "$tmp/frame.jpg") bytes), binary frames (target: 0 errors, >= 2,000 image acks/s)"
+"$BUILD/tools/validate_cost" "$tmp/frame.jpg" 300 | sed 's/^/   /'
 load upload -n 100 -k 10 --binary --image "$tmp/frame.jpg"
+echo
+echo "== 2b. the same over protocol v2 (init on /ws/reconstruct instead of the HTTP create)"
+load upload -n 100 -k 10 --binary --protocol v2 --image "$tmp/frame.jpg"
 echo
 echo "== 3. 1,000 session lifecycles (create, connect, upload 1, delete), 4 at once, after 50 to warm up (target: fds back, RSS within 10 %)"
 "$BUILD/da3-load" lifecycle -n 50 -c 4 --image "$tmp/frame.jpg" --port "$port" >/dev/null || echo "(warm-up failed)"

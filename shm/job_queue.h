@@ -29,6 +29,7 @@ typedef struct {
     int64_t num_max_points;
     int32_t show_cameras;
     int32_t finalize, incremental; /* front only: how to report the result (workers ignore them) */
+    int32_t auto_generated;        /* front only: started by auto_generate_after, not by the client */
     uint64_t seed;
 } shmq_job_params;
 

@@ -19,7 +19,7 @@
 #include "shm/segment.h"
 #include "shm/worker_table.h"
 
-#define SHMQ_MAGIC 0x4441335348513033ULL /* "DA3SHQ03": layout 3 (no job ring, 160-byte BLAS text) */
+#define SHMQ_MAGIC 0x4441335348513034ULL /* "DA3SHQ04": layout 4 (no job ring, 160-byte BLAS text, auto_generated) */
 
 typedef struct {
     /* Identity first, at fixed offsets: a second front reads owner_pid with pread(). */

@@ -14,7 +14,7 @@ try:
     check(js.get("max_images") == 7, "max_images echoed")
     cfg = js.get("config", {})
     check(cfg == {"process_res": 140, "process_res_method": "lower_bound_crop", "conf_thresh_percentile": 20.5,
-                  "num_max_points": 1234, "show_cameras": False}, f"config echoed exactly: {cfg}")
+                  "num_max_points": 1234, "show_cameras": False, "auto_generate_after": 0}, f"config echoed exactly: {cfg}")
     check(isinstance(js.get("created_at"), float), "created_at is epoch seconds")
     sid = js["session_id"]
 

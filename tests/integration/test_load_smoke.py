@@ -85,6 +85,18 @@ def main():
         check(rows(out).get("generate") == (3, 0), f"generate: 3 jobs complete: {rows(out).get('generate')}")
         check(re.search(r"jobs: 3 complete, 0 incomplete", out) is not None, "generate: per-job summary")
 
+        # Protocol v2 (init on a bare socket) through the same scenarios.
+        out = run_load(server, "upload-v2", "upload", "-n", "4", "-k", "3", "--binary", "--protocol", "v2", "--image", jpeg)
+        t = rows(out)
+        check(t.get("create") == (4, 0) and t.get("image") == (12, 0), f"upload v2: 4 inits, 12 acks: {t}")
+        out = run_load(server, "lifecycle-v2", "lifecycle", "-n", "10", "-c", "2", "--protocol", "v2", "--image", jpeg)
+        t = rows(out)
+        for k in ("create", "connect", "image", "delete", "close"):
+            check(t.get(k) == (10, 0), f"lifecycle v2: 10 x {k}: {t.get(k)}")
+        out = run_load(server, "generate-v2", "generate", "-n", "2", "-k", "1", "--protocol", "v2", "--image", jpeg,
+                       "--process-res", "70")
+        check(rows(out).get("generate") == (2, 0), f"generate v2: 2 jobs complete: {rows(out).get('generate')}")
+
         # Every session da3-load made was deleted again.
         st = server.http("GET", "/ws/sessions")[1]
         check(st["stats"]["total_sessions"] == 0, f"sessions left behind: {st['stats']}")

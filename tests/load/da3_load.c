@@ -1,4 +1,5 @@
-/* da3-load: a load generator for da3-server's protocol v1 (HTTP session API + WebSocket).
+/* da3-load: a load generator for da3-server: protocol v1 (HTTP session API + WebSocket) and v2
+ * (one /ws/reconstruct socket and an init message; --protocol v2).
  *
  * Scenarios (each bounded by a count and/or --duration):
  *   idle       N sockets to N sessions held open, each pinging every --interval (ping -> pong)
@@ -68,7 +69,9 @@ static void usage(FILE *f) {
             "  --client raw|civetweb idle: da3-load's epoll client (default) or CivetWeb's client\n"
             "  --settle S          after the run, wait up to S s for the server's fds to return (default 5)\n"
             "  --check-fds         exit 1 when the server's fd count has not returned to its start\n"
-            "  --keep              do not delete the sessions\n");
+            "  --keep              do not delete the sessions\n"
+            "  --protocol v1|v2    upload, lifecycle, generate: v1 (HTTP create + /ws/reconstruct/{id},\n"
+            "                      the default) or v2 (one /ws/reconstruct socket and an init message)\n");
 }
 
 /* Parses "WxH"; 0 or -1. */
@@ -305,6 +308,49 @@ static int sess_connect(const load_opts *o, wsc *c, const char *sid, uint64_t se
     return 0;
 }
 
+/* Protocol v2: opens the bare /ws/reconstruct socket ('connect') and creates the session with an
+ * init message ('create' = init to session_created); the id goes into sid. 0 or -1 (c is
+ * initialised either way; wsc_free it). */
+static int sess_init_v2(const load_opts *o, wsc *c, int max_images, char *sid, uint64_t seed) {
+    char err[256], init[160];
+    sid[0] = 0;
+    double t0 = now_mono();
+    if (wsc_open(c, o->host, o->port, "/ws/reconstruct", o->timeout, seed, err, sizeof err) < 0) {
+        stats_err(K_CONNECT, t0, now_mono(), "%s", err);
+        return -1;
+    }
+    double t1 = now_mono();
+    stats_ok(K_CONNECT, t0, t1, c->bytes_in + c->bytes_out);
+    int n = snprintf(init, sizeof init, "{\"type\":\"init\",\"max_images\":%d,\"process_res\":%d}", max_images,
+                     o->process_res);
+    int r = wsc_send(c, WS_TEXT, init, (size_t)n) == 0 ? wsc_recv(c, err, sizeof err) : -1;
+    char type[32] = "";
+    if (r == 1) load_msg_type((char *)c->msg, c->msg_len, type);
+    const char *id = r == 1 ? strstr((char *)c->msg, "\"session_id\":\"") : NULL;
+    if (strcmp(type, "session_created") != 0 || !id || strlen(id + 14) < 36) {
+        stats_err(K_CREATE, t1, now_mono(), "expected 'session_created', got %s",
+                  r == 1 ? (char *)c->msg : r == 0 ? "a close" : err);
+        return -1;
+    }
+    memcpy(sid, id + 14, 36);
+    sid[36] = 0;
+    stats_ok(K_CREATE, t1, now_mono(), (uint64_t)n + c->msg_len);
+    return 0;
+}
+
+/* A session ready for uploads, by --protocol: v1 creates it over HTTP and connects to it, v2
+ * sends init on a bare socket. 0 or -1; sid is "" when no session was made. */
+static int sess_start(const load_opts *o, wsc *c, int max_images, char *sid, uint64_t seed) {
+    if (o->v2) return sess_init_v2(o, c, max_images, sid, seed);
+    wsc_init(c, -1, 1);
+    if (load_create_session(o, max_images, sid) < 0) {
+        sid[0] = 0;
+        return -1;
+    }
+    wsc_free(c);
+    return sess_connect(o, c, sid, seed);
+}
+
 /* Sends one image (binary frame or base64 JSON per --binary); 0 or -1 (recorded as an error). */
 static int sess_send_image(const load_opts *o, wsc *c, double t0) {
     int r = o->binary ? wsc_send(c, WS_BINARY, g_img, g_img_len) : wsc_send(c, WS_TEXT, g_img_json, g_img_json_len);
@@ -454,14 +500,14 @@ static void *upload_thread(void *arg) {
     for (long i; (i = atomic_fetch_add(&u->next, 1)) < u->n;) {
         if (o->duration > 0 && now_mono() - g_t_start > o->duration) break;
         char sid[SID_LEN];
-        if (load_create_session(o, o->images > 0 ? o->images : 1, sid) < 0) continue;
         wsc c;
-        if (sess_connect(o, &c, sid, (uint64_t)i + 1) == 0 && sess_upload(o, &c, o->images, 0) == 0) {
+        if (sess_start(o, &c, o->images > 0 ? o->images : 1, sid, (uint64_t)i + 1) == 0 &&
+            sess_upload(o, &c, o->images, 0) == 0) {
             if (o->generate) sess_generate(&c, &u->gen[i]);
             sess_close(o, &c);
         }
         wsc_free(&c);
-        if (!o->keep) load_delete_session(o, sid);
+        if (sid[0] && !o->keep) load_delete_session(o, sid);
     }
     return NULL;
 }
@@ -504,11 +550,10 @@ typedef struct {
  * "Session deleted" and a close ('close' = DELETE's reply to the server's close frame). */
 static void one_cycle(const load_opts *o, long i) {
     char sid[SID_LEN], err[256];
-    if (load_create_session(o, 1, sid) < 0) return;
     wsc c;
-    if (sess_connect(o, &c, sid, (uint64_t)i + 1) < 0 || sess_upload(o, &c, 1, 0) < 0) {
+    if (sess_start(o, &c, 1, sid, (uint64_t)i + 1) < 0 || sess_upload(o, &c, 1, 0) < 0) {
         wsc_free(&c);
-        load_delete_session(o, sid);
+        if (sid[0]) load_delete_session(o, sid);
         return;
     }
     if (load_delete_session(o, sid) < 0) {
@@ -570,9 +615,7 @@ static void *gen_thread(void *arg) {
     long i = atomic_fetch_add(&gj->next, 1);
     char sid[SID_LEN];
     wsc c;
-    wsc_init(&c, -1, 1);
-    int ok = load_create_session(o, o->images, sid) == 0;
-    if (ok) ok = sess_connect(o, &c, sid, (uint64_t)i + 1) == 0 && sess_upload(o, &c, o->images, 0) == 0;
+    int ok = sess_start(o, &c, o->images, sid, (uint64_t)i + 1) == 0 && sess_upload(o, &c, o->images, 0) == 0;
     /* Every thread reaches the barrier, failed or not, so the others are never stranded. */
     if (pthread_barrier_wait(&gj->ready) == PTHREAD_BARRIER_SERIAL_THREAD) gj->t_go = now_mono() + 0.05;
     pthread_barrier_wait(&gj->ready);
@@ -991,7 +1034,7 @@ int main(int argc, char **argv) {
                    .height = 480, .binary = 1, .process_res = 140, .interval = 1, .duration = -1, .timeout = -1,
                    .settle = 5, .connect_inflight = 64, .client = "raw"};
     enum { O_HOST = 256, O_PORT, O_PID, O_IMAGE, O_SIZE, O_BINARY, O_BASE64, O_GENERATE, O_RES, O_INTERVAL, O_DURATION,
-           O_TIMEOUT, O_STAGGER, O_PIPELINE, O_INFLIGHT, O_CLIENT, O_SETTLE, O_CHECKFDS, O_KEEP };
+           O_TIMEOUT, O_STAGGER, O_PIPELINE, O_INFLIGHT, O_CLIENT, O_SETTLE, O_CHECKFDS, O_KEEP, O_PROTOCOL };
     static const struct option lo[] = {
         {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT}, {"pid", 1, 0, O_PID}, {"count", 1, 0, 'n'},
         {"concurrency", 1, 0, 'c'}, {"images", 1, 0, 'k'}, {"image", 1, 0, O_IMAGE}, {"size", 1, 0, O_SIZE},
@@ -999,7 +1042,7 @@ int main(int argc, char **argv) {
         {"process-res", 1, 0, O_RES}, {"interval", 1, 0, O_INTERVAL}, {"duration", 1, 0, O_DURATION},
         {"timeout", 1, 0, O_TIMEOUT}, {"stagger-ms", 1, 0, O_STAGGER}, {"pipeline", 0, 0, O_PIPELINE},
         {"connect-inflight", 1, 0, O_INFLIGHT}, {"client", 1, 0, O_CLIENT}, {"settle", 1, 0, O_SETTLE},
-        {"check-fds", 0, 0, O_CHECKFDS}, {"keep", 0, 0, O_KEEP}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"check-fds", 0, 0, O_CHECKFDS}, {"keep", 0, 0, O_KEEP}, {"protocol", 1, 0, O_PROTOCOL}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     optind = 2;
     for (int c; (c = getopt_long(argc, argv, "n:c:k:h", lo, NULL)) != -1;) {
         switch (c) {
@@ -1030,6 +1073,13 @@ int main(int argc, char **argv) {
         case O_SETTLE: o.settle = atof(optarg); break;
         case O_CHECKFDS: o.check_fds = 1; break;
         case O_KEEP: o.keep = 1; break;
+        case O_PROTOCOL:
+            if (strcmp(optarg, "v1") != 0 && strcmp(optarg, "v2") != 0) {
+                fprintf(stderr, "da3-load: --protocol is v1 or v2\n");
+                return 2;
+            }
+            o.v2 = optarg[1] == '2';
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -29,6 +29,7 @@ typedef struct {
     int connect_inflight;  /* idle: handshakes in progress at once */
     int check_fds;         /* exit non-zero when the server's fd count does not come back */
     const char *client;    /* idle: "raw" (epoll) or "civetweb" */
+    int v2;                /* upload, lifecycle, generate: protocol v2 (init on /ws/reconstruct) */
 } load_opts;
 
 /* Creates a session (POST /ws/session/create with max_images and process_res), recording a

@@ -65,7 +65,7 @@ int main(void) {
     const char *meta = "{\"num_frames\":2,\"intrinsics\":[[[1,0,2],[0,1,2],[0,0,1]]]}";
     size_t len = 0;
     double extra[2] = {12.5, 3.25};
-    text = msg_result("delta", 2, glb, sizeof glb, meta, strlen(meta), sid, extra, &len);
+    text = msg_result("delta", 2, glb, sizeof glb, meta, strlen(meta), sid, extra, 0, &len);
     CHECK(text && strlen(text) == len);
     o = parse(text);
     CHECK(!strcmp(json_string_value(json_object_get(o, "type")), "delta"));
@@ -80,7 +80,33 @@ int main(void) {
     CHECK(json_integer_value(json_object_get(m, "num_frames")) == 2);
     CHECK(json_array_size(json_object_get(m, "intrinsics")) == 1);
     CHECK(json_real_value(json_object_get(json_object_get(m, "timing"), "queue_ms")) == 12.5);
+    CHECK(json_object_get(m, "auto_generated") == NULL);
     json_decref(o);
-    CHECK(msg_result("complete", 1, glb, 10, "not json", 8, sid, NULL, &len) == NULL);
+    CHECK(msg_result("complete", 1, glb, 10, "not json", 8, sid, NULL, 0, &len) == NULL);
+    /* An automatic run says so in its metadata. */
+    text = msg_result("delta", 2, glb, 10, meta, strlen(meta), sid, NULL, 1, &len);
+    o = parse(text);
+    CHECK(json_is_true(json_object_get(json_object_get(o, "metadata"), "auto_generated")));
+    json_decref(o);
+
+    /* v2: pong before init has a null session_id; session_created echoes the config. */
+    text = msg_pong(NULL);
+    o = parse(text);
+    CHECK(json_is_null(json_object_get(o, "session_id")) && json_object_get(o, "session_id") != NULL);
+    json_decref(o);
+    text = msg_session_created(sid, 7, json_pack("{s:i}", "process_res", 280), 0, 0);
+    o = parse(text);
+    CHECK(!strcmp(json_string_value(json_object_get(o, "type")), "session_created"));
+    CHECK(json_integer_value(json_object_get(o, "max_images")) == 7);
+    CHECK(json_integer_value(json_object_get(json_object_get(o, "config"), "process_res")) == 280);
+    CHECK(json_object_get(o, "resumed") == NULL);
+    json_decref(o);
+    text = msg_session_created(sid, 7, NULL, 1, 5);
+    o = parse(text);
+    CHECK(json_is_true(json_object_get(o, "resumed")) && json_integer_value(json_object_get(o, "image_count")) == 5);
+    json_decref(o);
+    text = msg_auto_generating(12);
+    CHECK(!strcmp(text, "{\"type\":\"auto_generating\",\"image_count\":12,\"message\":\"Auto-generating after 12 images\"}"));
+    free(text);
     CHECK_DONE("test_messages");
 }

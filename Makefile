@@ -99,14 +99,33 @@ $(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIB)
 $(LOAD_BIN): $(LOAD_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/common/b64.o $(BUILD)/obj/common/util.o
 	$(CC) $(LDFLAGS) $^ -lcivetweb -ljansson -lcrypto -lpthread -lm -o $@
 
+# ---- web-assets: the page's three.js. web/package.json pins the npm package; `npm ci` installs
+# it into web/node_modules and the files the page imports are copied into web/vendor/three/ (both
+# git-ignored), in the package's own layout so the add-ons' relative imports resolve. The server
+# then serves them with the page: no CDN, which users' networks may block. `run` and `test`
+# depend on it, after `deps` has installed Debian's nodejs and npm.
+THREE_FILES := LICENSE build/three.module.js build/three.core.js examples/jsm/loaders/GLTFLoader.js \
+               examples/jsm/controls/OrbitControls.js examples/jsm/utils/BufferGeometryUtils.js \
+               examples/jsm/utils/SkeletonUtils.js
+WEB_ASSETS := $(THREE_FILES:%=web/vendor/three/%)
+.PHONY: web-assets
+web-assets: $(WEB_ASSETS)
+# npm rewrites node_modules/.package-lock.json at every install: it stamps the last `npm ci`.
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+web/vendor/three/%: web/node_modules/.package-lock.json
+	@mkdir -p $(dir $@)
+	cp web/node_modules/three/$* $@
+# ---- end of web-assets
+
 deps:
 	@scripts/install-deps.sh
 
-run: deps
+run: deps web-assets
 	@$(MAKE) --no-print-directory all
 	$(BUILD)/da3-server --host 127.0.0.1 --port 8000 --workers 1 --device cpu --model demo $(ARGS)
 
-test:
+test: deps web-assets
 	@scripts/install-deps.sh --test
 	@$(MAKE) --no-print-directory all
 	BUILD=$(BUILD) SAN=$(SAN) TSAN=$(TSAN) scripts/run-tests.sh
@@ -122,7 +141,43 @@ bench-load:
 	@$(MAKE) --no-print-directory all
 	BUILD=$(BUILD) scripts/bench-load.sh
 
+# ---- fuzz: libFuzzer harnesses (tests/fuzz/fuzz_<name>.c; tests/fuzz/README.md says what each
+# drives). Built with Debian's clang whatever CC is, always into build/fuzz (never BUILD: the
+# sanitizer builds use other compilers' flags). The project's C files are compiled once into an
+# archive, so each harness links only the objects its entry points need (never the C++/libtorch
+# ones). `make fuzz` runs each harness for FUZZ_SECONDS (FUZZ_TARGETS="b64 ws_frame" for some)
+# and prints executions and exec/s; `make fuzz-smoke` (part of scripts/run-tests.sh) runs each
+# over its committed corpus plus FUZZ_RUNS fixed-seed mutations and fails on any report.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 120
+FUZZ_RUNS ?= 20000
+FUZZ_DIR := build/fuzz
+FUZZ_SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=c11 -g -O1 $(WARN) -I. -D_GNU_SOURCE -MMD -MP $(FUZZ_SANFLAGS)
+# Only the front's parsers and what they call; common/*.c whole, so new image formats join in.
+FUZZ_LIB_SRC := $(wildcard common/*.c) worker/safetensors.c \
+                $(addprefix frontend/,image_message.c ws_frame.c http_head.c session_config.c session_store.c \
+                  session_registry.c session_images.c session_json.c metrics.c)
+FUZZ_LIB := $(FUZZ_DIR)/libda3fuzz.a
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS ?= $(FUZZ_NAMES)
+FUZZ_BIN := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
+.PHONY: fuzz fuzz-build fuzz-smoke
+fuzz-build: $(FUZZ_BIN)
+$(FUZZ_DIR)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(FUZZ_LIB): $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+	rm -f $@ && ar rcs $@ $^
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB)
+	$(FUZZ_CC) $(FUZZ_SANFLAGS) -fsanitize=fuzzer $^ $(FRONT_LDLIBS) -o $@
+fuzz: fuzz-build
+	tests/fuzz/run.sh fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+fuzz-smoke: fuzz-build
+	@tests/fuzz/run.sh smoke $(FUZZ_RUNS) $(FUZZ_TARGETS)
+# ---- end of fuzz
+
 clean:
-	rm -rf build
+	rm -rf build web/vendor
 
 -include $(shell find build -name '*.d' 2>/dev/null)

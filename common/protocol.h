@@ -15,6 +15,10 @@
 /* Protocol v2 (the reference's later branch) lowered the init default to 100,000 points. */
 #define PROTOCOL_V2_DEFAULT_NUM_MAX_POINTS 100000L
 #define PROTOCOL_DEFAULT_SHOW_CAMERAS 1
+/* What every place a user sees results says of an untrained (random-weight) model: /status and
+ * each result's metadata carry the same text, so the page's banner does not change with its source. */
+#define PROTOCOL_UNTRAINED_WARNING \
+    "UNTRAINED: this model has random weights; depth, poses and points are not a real reconstruction"
 /* Point-cloud downsampling seed: fixed, so the same images give the same GLB. */
 #define PROTOCOL_SEED 42
 /* Reference-view strategy: 0 = saddle_balanced (DA3's default; REF_VIEW_SADDLE_BALANCED in

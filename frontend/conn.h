@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "frontend/api_keys.h"
+
 typedef enum { CONN_EV_OPEN = 1, CONN_EV_MESSAGE, CONN_EV_CLOSED } conn_event_type;
 
 typedef struct conn_event {
@@ -28,6 +30,8 @@ typedef struct conn_event {
     uint8_t *data;       /* MESSAGE: the whole message (owned by the event); OPEN: the request target */
     size_t len;
     size_t cost;         /* bytes counted against the front's inbound budget (conn_inbound_*) */
+    api_identity who;    /* OPEN: the key the loop checked for the upgrade (name "" when keys are off) */
+    char client[64];     /* OPEN: the client's address (frontend/client_limits.h) */
 } conn_event;
 
 /* Frees an event and returns its cost to the inbound budget. */

@@ -23,7 +23,7 @@ static void run_connection(uint64_t id) {
     conn_event *e;
     while ((e = conn_next_event(id))) {
         switch (e->type) {
-        case CONN_EV_OPEN: p.h.on_open(id, (const char *)e->data); break;
+        case CONN_EV_OPEN: p.h.on_open(id, (const char *)e->data, &e->who, e->client); break;
         case CONN_EV_MESSAGE:
             p.h.on_message(id, e->opcode, e->data, e->len);
             conn_resume_read(id);
@@ -64,7 +64,8 @@ int handler_pool_start(int nthreads, size_t stack_bytes, int max_conns, const co
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     /* Sized on purpose: handlers parse client JSON (depth-bounded before Jansson recurses) and
-     * run libjpeg/libpng validation, which keep their large state on the heap. */
+     * run image validation (libjpeg, libpng, libheif, libwebp), which keep their large state on
+     * the heap (test_image_formats validates on 256 KB stacks). */
     pthread_attr_setstacksize(&attr, stack_bytes);
     for (int i = 0; i < nthreads; i++) {
         if (pthread_create(&p.threads[i], &attr, pool_thread, NULL)) {

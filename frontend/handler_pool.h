@@ -7,9 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "frontend/api_keys.h"
+
 /* What the application does with each event (ws.c provides them). */
 typedef struct {
-    void (*on_open)(uint64_t conn_id, const char *target);
+    void (*on_open)(uint64_t conn_id, const char *target, const api_identity *who, const char *client);
     /* data is owned by the pool and freed after the call */
     void (*on_message)(uint64_t conn_id, int opcode, const uint8_t *data, size_t len);
     /* the last event of a connection; its id is released after it */

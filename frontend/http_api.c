@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "common/json_bounded.h"
+#include "frontend/api_keys.h"
+#include "frontend/cors.h"
 #include "common/util.h"
 #include "frontend/jobs.h"
 #include "frontend/conn.h"
@@ -24,27 +26,37 @@ static const char *reason_phrase(int status) {
     case 200: return "OK";
     case 204: return "No Content";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 413: return "Payload Too Large";
     case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     default: return "Error";
     }
 }
 
+/* The CORS headers for this request's Origin under --cors-origins (frontend/cors.h). */
+static const char *cors_for(struct mg_connection *conn, char *buf, size_t cap) {
+    const char *origin = mg_get_header(conn, "Origin"), *host = mg_get_header(conn, "Host");
+    return cors_headers(buf, cap, origin, origin ? strlen(origin) : 0, host, host ? strlen(host) : 0);
+}
+
 /* Sends `body` (consumed) as a JSON response with extra header lines (each ending in CRLF, or
- * ""); CORS open to every origin like the reference. A HEAD request gets the headers only, with
+ * ""), with the CORS headers of the request's origin. A HEAD request gets the headers only, with
  * the Content-Length the body would have (RFC 9110 9.3.2). */
 static int send_json_with(struct mg_connection *conn, int status, json_t *body, const char *extra_headers) {
     char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(17));
     json_decref(body);
     size_t len = text ? strlen(text) : 0;
+    char cors[300];
     mg_printf(conn,
               "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-              "Access-Control-Allow-Origin: *\r\nCache-Control: no-store\r\n%s\r\n",
-              status, reason_phrase(status), len, extra_headers);
+              "%sCache-Control: no-store\r\n%s\r\n",
+              status, reason_phrase(status), len, cors_for(conn, cors, sizeof cors), extra_headers);
     if (text && strcmp(mg_get_request_info(conn)->request_method, "HEAD")) mg_write(conn, text, len);
     free(text);
     return status;
@@ -73,12 +85,36 @@ static int send_detail(struct mg_connection *conn, int status, const char *detai
     return send_json(conn, status, json_pack("{s:s}", "detail", detail));
 }
 
+/* A CORS preflight. Authorization is named: the "*" wildcard does not cover it. */
 static int send_preflight(struct mg_connection *conn) {
+    char cors[300];
     mg_printf(conn,
-              "HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: *\r\n"
-              "Access-Control-Allow-Methods: GET, POST, DELETE, OPTIONS\r\n"
-              "Access-Control-Allow-Headers: *\r\nAccess-Control-Max-Age: 600\r\nContent-Length: 0\r\n\r\n");
+              "HTTP/1.1 204 No Content\r\n%s"
+              "Access-Control-Allow-Methods: GET, HEAD, POST, DELETE, OPTIONS\r\n"
+              "Access-Control-Allow-Headers: Authorization, Content-Type\r\nAccess-Control-Max-Age: 600\r\n"
+              "Content-Length: 0\r\n\r\n",
+              cors_for(conn, cors, sizeof cors));
     return 204;
+}
+
+/* The caller the connection loop checked the key of (http_api.h). Returns 0, or sends 403 and
+ * returns its status when the request did not come through the loop (someone on this host
+ * talking to CivetWeb's loopback port directly would otherwise pick any identity). */
+static int caller(struct mg_connection *conn, api_identity *who) {
+    memset(who, 0, sizeof *who);
+    const char *secret = mg_get_header(conn, HTTP_API_FRONT_HEADER);
+    if (!secret || strcmp(secret, g_server.front_secret))
+        return send_detail(conn, 403, "requests must come through the server's port");
+    const char *name = mg_get_header(conn, HTTP_API_IDENTITY_HEADER), *role = mg_get_header(conn, HTTP_API_ROLE_HEADER);
+    snprintf(who->name, sizeof who->name, "%s", name ? name : "");
+    who->role = role && !strcmp(role, "admin") ? API_ROLE_ADMIN : API_ROLE_USER;
+    return 0;
+}
+
+/* /status and /metrics with --private-status and keys: admins only. Returns 0 or the status sent. */
+static int private_status_refused(struct mg_connection *conn, const api_identity *who) {
+    if (!g_server.opt.private_status || !api_keys_enabled() || who->role == API_ROLE_ADMIN) return 0;
+    return send_detail(conn, 403, "this endpoint needs an admin key (--private-status)");
 }
 
 /* Reads the request body (up to HTTP_API_MAX_BODY); returns malloc'd NUL-terminated text or NULL. */
@@ -110,7 +146,7 @@ static char *read_body(struct mg_connection *conn, size_t *len, int *too_big) {
     return buf;
 }
 
-static int handle_create(struct mg_connection *conn) {
+static int handle_create(struct mg_connection *conn, const api_identity *who) {
     const struct mg_request_info *ri = mg_get_request_info(conn);
     session_config cfg;
     session_config_default_client(&cfg, g_server.opt.max_images, 0);
@@ -148,8 +184,10 @@ static int handle_create(struct mg_connection *conn) {
         json_decref(o);
     }
     free(body);
+    if (session_config_finish(&cfg, err, sizeof err)) return send_detail(conn, 422, err);
     int status = 500;
-    session *s = sessions_create(&cfg, &status, err, sizeof err);
+    const char *client = mg_get_header(conn, HTTP_API_CLIENT_HEADER);
+    session *s = sessions_create(&cfg, who->name, client ? client : "", &status, err, sizeof err);
     if (!s) return send_detail(conn, status, err);
     json_t *out = json_pack("{s:b,s:s,s:f,s:i,s:o}", "success", 1, "session_id", s->id, "created_at",
                             s->created_at, "max_images", s->cfg.max_images, "config",
@@ -170,9 +208,17 @@ static int session_handler(struct mg_connection *conn, void *cbdata) {
     const char *allow = !strcmp(rest, "create") ? "POST, OPTIONS" : "GET, HEAD, DELETE, OPTIONS";
     if (!method_in(m, allow)) return send_not_allowed(conn, allow);
     if (!strcmp(m, "OPTIONS")) return send_preflight(conn);
-    if (!strcmp(rest, "create")) return handle_create(conn);
+    api_identity who;
+    int refused = caller(conn, &who);
+    if (refused) return refused;
+    if (!strcmp(rest, "create")) return handle_create(conn, &who);
+    /* Another key's session is "not found", never "forbidden": that would confirm it exists. */
+    session *s = sessions_get(rest);
+    int mine = s && api_identity_owns(&who, s->owner);
+    sessions_put(s);
+    if (!mine) return send_detail(conn, 404, "Session not found");
     if (!strcmp(m, "GET") || !strcmp(m, "HEAD")) {
-        session *s = sessions_get(rest);
+        s = sessions_get(rest);
         if (!s) return send_detail(conn, 404, "Session not found");
         pthread_mutex_lock(&s->lock);
         session_touch(s); /* like the reference, a lookup counts as activity */
@@ -197,7 +243,12 @@ static int sessions_handler(struct mg_connection *conn, void *cbdata) {
     const struct mg_request_info *ri = mg_get_request_info(conn);
     if (!method_in(ri->request_method, "GET, HEAD, OPTIONS")) return send_not_allowed(conn, "GET, HEAD, OPTIONS");
     if (!strcmp(ri->request_method, "OPTIONS")) return send_preflight(conn);
-    return send_json(conn, 200, sessions_list_json(g_server.opt.session_timeout));
+    api_identity who;
+    int refused = caller(conn, &who);
+    if (refused) return refused;
+    /* Each key sees its own sessions; an admin (or everyone, without keys) sees all. */
+    int all = !api_keys_enabled() || who.role == API_ROLE_ADMIN;
+    return send_json(conn, 200, sessions_list_json(g_server.opt.session_timeout, all ? NULL : who.name));
 }
 
 static int status_handler(struct mg_connection *conn, void *cbdata) {
@@ -205,6 +256,10 @@ static int status_handler(struct mg_connection *conn, void *cbdata) {
     const char *method = mg_get_request_info(conn)->request_method;
     if (!method_in(method, "GET, HEAD, OPTIONS")) return send_not_allowed(conn, "GET, HEAD, OPTIONS");
     if (!strcmp(method, "OPTIONS")) return send_preflight(conn);
+    api_identity who;
+    int refused = caller(conn, &who);
+    if (!refused) refused = private_status_refused(conn, &who);
+    if (refused) return refused;
     json_t *workers = json_array();
     int ready = 0;
     const char *model_name = NULL;
@@ -239,7 +294,7 @@ static int status_handler(struct mg_connection *conn, void *cbdata) {
                               "path", g_server.opt.model, "trained", trained);
     if (!trained)
         json_object_set_new(model, "warning",
-                            json_string("UNTRAINED: random weights; results are not real reconstructions"));
+                            json_string(PROTOCOL_UNTRAINED_WARNING));
     json_t *out = json_pack(
         "{s:s,s:s,s:f,s:o,s:{s:i,s:i,s:i,s:o},s:{s:i,s:i,s:i},s:{s:i,s:i},s:{s:I,s:I}}", "status",
         ready > 0 ? "ok" : "degraded", "version", SERVER_VERSION, "uptime_s",
@@ -290,6 +345,10 @@ static int metrics_handler(struct mg_connection *conn, void *cbdata) {
     const char *method = mg_get_request_info(conn)->request_method;
     if (!method_in(method, "GET, HEAD, OPTIONS")) return send_not_allowed(conn, "GET, HEAD, OPTIONS");
     if (!strcmp(method, "OPTIONS")) return send_preflight(conn);
+    api_identity who;
+    int refused = caller(conn, &who);
+    if (!refused) refused = private_status_refused(conn, &who);
+    if (refused) return refused;
     worker_summary ws;
     summarize_workers(&ws);
     metrics_gauges g = {.sessions = sessions_count(), .sessions_max = g_server.opt.max_sessions,
@@ -306,9 +365,11 @@ static int metrics_handler(struct mg_connection *conn, void *cbdata) {
     size_t len = 0;
     char *text = metrics_render(&g, &len);
     if (!text) return send_detail(conn, 500, "out of memory");
+    char cors[300];
     mg_printf(conn,
               "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-              "Content-Length: %zu\r\nAccess-Control-Allow-Origin: *\r\nCache-Control: no-store\r\n\r\n", len);
+              "Content-Length: %zu\r\n%sCache-Control: no-store\r\n\r\n",
+              len, cors_for(conn, cors, sizeof cors));
     if (strcmp(method, "HEAD")) mg_write(conn, text, len);
     free(text);
     return 200;

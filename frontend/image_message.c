@@ -52,8 +52,14 @@ int image_message_split(const char *text, size_t len, const char **data, size_t 
     if (!copy) return -1;
     memcpy(copy, text, head);
     memcpy(copy + head, close, tail);
+    /* Bounded like json_loadb_bounded (the same pre-scan), but duplicate keys refused: the span
+     * above is the first top-level "data", while Jansson (the general path) keeps the last one,
+     * so {"data":"A...","data":""} would store an image no JSON reader of the message sees.
+     * Such a message takes the general path, where every reader agrees. */
     json_error_t jerr;
-    json_t *o = json_loadb_bounded(copy, head + tail, JSON_MAX_DEPTH_CLIENT, &jerr);
+    json_t *o = json_nesting_depth(copy, head + tail, JSON_MAX_DEPTH_CLIENT) > JSON_MAX_DEPTH_CLIENT
+                    ? NULL
+                    : json_loadb(copy, head + tail, JSON_REJECT_DUPLICATES, &jerr);
     free(copy);
     json_t *d = json_object_get(o, "data");
     if (!json_is_object(o) || !json_is_string(d) || json_string_length(d) != 0) {

@@ -7,9 +7,9 @@
 #include <stddef.h>
 
 /* On success returns 0, data and data_len span the raw "data" value inside text (no escapes in
- * it), and rest is the message parsed with that value emptied (caller json_decref's it) by
- * json_loadb_bounded (at most JSON_MAX_DEPTH_CLIENT levels). Returns -1 when the message is not
- * of that simple form; then parse it normally (bounded too). */
+ * it), and rest is the message parsed with that value emptied (caller json_decref's it), bounded
+ * as json_loadb_bounded does (at most JSON_MAX_DEPTH_CLIENT levels). Returns -1 when the message
+ * is not of that simple form (duplicate keys included); then parse it normally (bounded too). */
 int image_message_split(const char *text, size_t len, const char **data, size_t *data_len,
                         json_t **rest);
 

@@ -97,6 +97,20 @@ static jobs_submit_result submit(session *s, int finalize, int incremental, int 
     p.finalize = finalize;
     p.incremental = incremental;
     p.auto_generated = auto_generated;
+    if (s->cfg.streaming) {
+        /* A streaming generate answers with the new chunk's points only, so there must be some. */
+        if (!finalize && s->image_count <= s->stream_done) {
+            snprintf(err, errlen,
+                     "No new images since the last chunk: all %d images are in the stream; send more images, or "
+                     "finalize for the whole session",
+                     s->image_count);
+            return JOBS_REFUSED;
+        }
+        p.stream_chunk_size = s->cfg.chunk_size;
+        p.stream_overlap = s->cfg.overlap;
+        p.stream_from = s->stream_done;
+        p.incremental = !finalize;
+    }
     /* Every submit for a session happens under its lock, so this check cannot race another
      * one; shmq_submit_unique still guards the table itself. */
     if (jobs_session_busy(s->id)) {
@@ -133,9 +147,20 @@ jobs_submit_result jobs_submit(session *s, int finalize, int incremental, char *
     return submit(s, finalize, incremental, 0, err, errlen);
 }
 
-int jobs_auto_generate(session *s) {
+/* The next chunk of a streaming session, once a chunk's worth of new images waits. */
+static int stream_next_chunk(session *s) {
+    if (s->image_count - s->stream_done < s->cfg.chunk_size - s->cfg.overlap || jobs_session_busy(s->id)) return 0;
+    char err[300], msg[400];
+    if (submit(s, 0, 1, 0, err, sizeof err) == JOBS_QUEUED) return 1;
+    snprintf(msg, sizeof msg, "Streaming chunk not started: %s (it is tried again at the next image)", err);
+    client_send_error(s->id, msg);
+    return 0;
+}
+
+/* The automatic run auto_generate_after makes due. */
+static int auto_generate(session *s) {
     int every = s->cfg.auto_generate_after;
-    if (every <= 0 || s->deleted || s->image_count - s->last_auto_count < every || jobs_session_busy(s->id)) return 0;
+    if (every <= 0 || s->image_count - s->last_auto_count < every || jobs_session_busy(s->id)) return 0;
     char *m = msg_auto_generating(s->image_count);
     if (m) client_send(s->id, m, strlen(m));
     free(m);
@@ -149,12 +174,19 @@ int jobs_auto_generate(session *s) {
     return 0;
 }
 
-/* After a job of the session ended: the automatic run its uploads made due meanwhile. */
-static void auto_generate_after_job(const char *session_id) {
+int jobs_start_due(session *s) {
+    if (s->deleted) return 0;
+    return s->cfg.streaming ? stream_next_chunk(s) : auto_generate(s);
+}
+
+/* After a job of the session ended: the job its uploads made due meanwhile. A failed streaming
+ * chunk is not retried from here (the same chunk would fail again at once); the next image or
+ * generate tries again. */
+static void start_due_after_job(const char *session_id, int succeeded) {
     session *s = sessions_get(session_id);
     if (!s) return;
     pthread_mutex_lock(&s->lock);
-    jobs_auto_generate(s);
+    if (succeeded || !s->cfg.streaming) jobs_start_due(s);
     pthread_mutex_unlock(&s->lock);
     sessions_put(s);
 }
@@ -176,9 +208,13 @@ void jobs_cancel_session(const char *session_id) {
                                                                                : "before its result was sent");
 }
 
-/* Records the end of the session's job: status per outcome, persisted. */
-static void finish_session(session *s, int finalize, int ok, const char *error) {
+/* Records the end of the session's job j: status per outcome, persisted; a streaming job's
+ * progress through the images. */
+static void finish_session(session *s, const shmq_job *j, int ok, const char *error) {
+    int finalize = j->params.finalize;
     pthread_mutex_lock(&s->lock);
+    if (ok && j->params.stream_chunk_size > 0 && j->stream_end > s->stream_done && j->stream_end <= s->image_count)
+        s->stream_done = j->stream_end;
     if (ok) {
         s->status = finalize ? SESSION_COMPLETED : SESSION_ACTIVE;
     } else {
@@ -217,7 +253,7 @@ static void *deliver_result(void *arg) {
     if (s) {
         /* The job ends before the result goes out: a client may send its next generate the
          * moment it has the result, and that must not find this job still running. */
-        finish_session(s, j->params.finalize, text != NULL, "could not encode the result");
+        finish_session(s, j, text != NULL, "could not encode the result");
         sessions_put(s);
     }
     metrics_queue_wait(queue_wait_s(j));
@@ -240,7 +276,11 @@ static void *deliver_result(void *arg) {
         if (note) job_log_head(note, 700, j, type, queue_wait_s(j), (t1 - t0) * 1e3, len);
         client_send_owned(sid, text, len, note);
     }
-    auto_generate_after_job(sid);
+    /* A streaming job that did not move the stream on would be started again at once, forever. */
+    int advanced = j->params.stream_chunk_size == 0 || j->stream_end > j->params.stream_from;
+    if (text && !advanced) log_warn("session %s: streaming job %llu did not advance the stream (at %d)", sid,
+                                    (unsigned long long)j->job_id, j->params.stream_from);
+    start_due_after_job(sid, text != NULL && advanced);
     free(d);
     atomic_fetch_sub(&deliveries_in_flight, 1);
     return NULL;
@@ -260,7 +300,7 @@ static void handle_finished(int slot, const shmq_job *j) {
         if (s) {
             /* A failed automatic run leaves the session usable, as the reference does: the
              * client did not ask for it, and its next images try again. */
-            finish_session(s, j->params.finalize, j->params.auto_generated, j->error);
+            finish_session(s, j, j->params.auto_generated, j->error);
             sessions_put(s);
         }
         client_send_error(sid, msg);
@@ -269,7 +309,7 @@ static void handle_finished(int slot, const shmq_job *j) {
         char line[1300];
         job_log_head(line, sizeof line, j, "failed", queue_wait_s(j), 0, 0);
         log_warn("%s: %s", line, j->error);
-        auto_generate_after_job(sid);
+        start_due_after_job(sid, 0);
         return;
     }
     result_delivery *d = malloc(sizeof *d);

@@ -22,12 +22,13 @@ typedef enum {
  * sees the job and cancels it, or the job sees `deleted`). */
 jobs_submit_result jobs_submit(session *s, int finalize, int incremental, char *err, size_t errlen);
 
-/* Starts the automatic run that the session's auto_generate_after makes due (at least that many
- * images since the last automatic run began, and no job running): sends the client
- * auto_generating, then the run's progress and a delta marked auto_generated. Called after each
- * ack and when a job ends, so images that arrive during a run go into the next one. The caller
- * holds s->lock. Returns 1 when a run was queued. */
-int jobs_auto_generate(session *s);
+/* Starts the job the session's images make due, if no job of it is running: in a streaming
+ * session the next chunk once chunk_size - overlap images wait; otherwise the automatic run of
+ * auto_generate_after (at least N images since the last one began: auto_generating, progress,
+ * then a delta marked auto_generated). Called after each ack, when a client attaches, and when a
+ * job ends, so images that arrive during a job go into the next one. The caller holds s->lock.
+ * Returns 1 when a job was queued. */
+int jobs_start_due(session *s);
 
 /* 1 when the session has a queued or running job. */
 int jobs_session_busy(const char *session_id);

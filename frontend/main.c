@@ -8,13 +8,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
+#include "frontend/api_keys.h"
+#include "frontend/client_limits.h"
 #include "frontend/conn.h"
+#include "frontend/cors.h"
 #include "frontend/handler_pool.h"
 #include "frontend/http_api.h"
 #include "frontend/jobs.h"
@@ -105,11 +109,33 @@ int main(int argc, char **argv) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP); /* reloads --api-keys */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    char err[512];
+    if (o->api_keys) {
+        int nkeys = api_keys_load(o->api_keys, err, sizeof err);
+        if (nkeys < 0) {
+            log_error("--api-keys: %s", err);
+            return 2;
+        }
+        log_info("API keys: %d loaded from %s; every API request and WebSocket needs one", nkeys, o->api_keys);
+    }
+    if (cors_configure(o->cors_origins, o->api_keys != NULL, err, sizeof err)) {
+        log_error("%s", err);
+        return 2;
+    }
+    /* A secret the loop adds to what it forwards: CivetWeb's loopback port is reachable by any
+     * local process, which must not be able to claim an identity there. */
+    unsigned char rnd[32];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        log_error("cannot read random bytes for the front's secret: %s", strerror(errno));
+        return 1;
+    }
+    for (int i = 0; i < 32; i++) snprintf(g_server.front_secret + 2 * i, 3, "%02x", rnd[i]);
 
     /* The port first: a second server started by mistake fails here, before it touches the
      * running one's shared memory or workers. */
-    char err[512];
     int lfd = net_listen(o->host, o->port, err, sizeof err);
     if (lfd < 0) {
         log_error("%s (is another da3-server running on this port?)", err);
@@ -123,6 +149,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (loaded) log_info("reloaded %d session(s) from %s", loaded, o->data_dir);
+    session_images_set_min_free((unsigned long long)o->min_free_mb << 20);
+    sessions_set_client_limit(o->max_sessions_per_client);
 
     snprintf(g_server.shm_name, sizeof g_server.shm_name, "/da3-server-%d", port);
     g_server.q = shmq_create(g_server.shm_name, (size_t)o->arena_mb << 20, err, sizeof err);
@@ -147,6 +175,11 @@ int main(int argc, char **argv) {
                              "request_timeout_ms", "30000",
                              "tcp_nodelay", "1",
                              "enable_keep_alive", "no",
+                             /* node_modules/ and vendor/ are under web/: no listings of them */
+                             "enable_directory_listing", "no",
+                             /* CivetWeb answers CORS preflights itself ("*") unless this is
+                             * empty; ours follow --cors-origins (frontend/cors.h). */
+                             "access_control_allow_origin", "",
                              "document_root", have_web ? o->web_dir : NULL,
                              NULL};
     if (!have_web) log_warn("--web-dir %s is not a directory: no web page is served", o->web_dir);
@@ -176,10 +209,14 @@ int main(int argc, char **argv) {
         .close_timeout = 5,
         .send_timeout = o->send_timeout,
         .ws_prefix = "/ws/reconstruct",
+        .front_secret = g_server.front_secret,
+        .trust_proxy = o->trust_proxy,
     };
     /* A client's outgoing queue holds at most about two messages of the largest size. */
     size_t out_cap = (size_t)2 * nc.max_message;
-    if (backend_port < 0 || conn_table_init(max_conns, out_cap) ||
+    client_limits_config lim = {.max_websockets = o->max_ws_per_client, .msg_rate = o->client_msg_rate,
+                                .byte_rate = o->client_byte_rate_mb * 1048576.0};
+    if (backend_port < 0 || client_limits_init(&lim, max_conns) || conn_table_init(max_conns, out_cap) ||
         handler_pool_start(handlers, 1u << 20, max_conns, &ws_handlers) || net_loop_start(&nc)) {
         log_error("cannot start the front (CivetWeb on loopback, connection table or loop)");
         g_server.stopping = 1;
@@ -199,7 +236,17 @@ int main(int argc, char **argv) {
              nc.max_websockets, max_conns, handlers);
 
     int sig = 0;
-    sigwait(&sigs, &sig);
+    for (;;) {
+        sigwait(&sigs, &sig);
+        if (sig != SIGHUP) break;
+        if (!o->api_keys) {
+            log_info("SIGHUP: no --api-keys file to reload");
+            continue;
+        }
+        int nkeys = api_keys_load(o->api_keys, err, sizeof err);
+        if (nkeys < 0) log_error("SIGHUP: --api-keys %s not reloaded, the previous keys stay: %s", o->api_keys, err);
+        else log_info("SIGHUP: %d API keys reloaded from %s", nkeys, o->api_keys);
+    }
     log_info("signal %d: shutting down", sig);
     g_server.stopping = 1;
     pthread_mutex_lock(&sweep_lock);

@@ -24,8 +24,12 @@
 #include "common/b64.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "frontend/api_keys.h"
+#include "frontend/client_limits.h"
 #include "frontend/conn.h"
+#include "frontend/cors.h"
 #include "frontend/handler_pool.h"
+#include "frontend/http_api.h"
 #include "frontend/http_head.h"
 #include "frontend/messages.h"
 #include "frontend/metrics.h"
@@ -96,6 +100,15 @@ typedef struct {
     size_t want, reserved;         /* budget wanted by the current frame / held by the message */
     double close_sent_at;
     int ping_out;
+    /* The current request's caller, checked by route() (name "" when keys are off), and its CORS
+     * response headers, which the loop's own answers carry too. */
+    api_identity who;
+    char cors[300];
+    char client[CLIENT_ADDR_MAX];  /* the client's address (client_limits.h), set by admit() */
+    client_entry *cl;              /* WebSocket: its per-address limits */
+    int dropping;                  /* the current message is over the message rate: skipped */
+    int throttled;                 /* over the byte rate: not read until throttle_until */
+    double throttle_until;
 } lconn;
 
 static struct {
@@ -160,7 +173,7 @@ static int has_output(const lconn *c) {
 
 static void set_interest(lconn *c) {
     uint32_t want = 0;
-    int can_read = c->st == ST_WS ? !c->paused && !c->close_recv && !c->starved : c->rlen < c->rcap;
+    int can_read = c->st == ST_WS ? !c->paused && !c->close_recv && !c->starved && !c->throttled : c->rlen < c->rcap;
     if (!c->c_eof && can_read && !c->close_after_flush) want |= EPOLLIN;
     if (has_output(c)) want |= EPOLLOUT;
     if (want != c->ev) {
@@ -212,6 +225,7 @@ static void teardown(lconn *c, const char *why) {
     if (c->reserved) conn_inbound_release(c->reserved);
     free(c->msg);
     if (c->st == ST_WS) atomic_fetch_sub(&L.websockets, 1);
+    client_ws_release(c->cl);
     atomic_fetch_sub(&L.conns, 1);
     uint64_t id = c->id;
     int opened = c->opened_ev;
@@ -232,12 +246,15 @@ static void teardown(lconn *c, const char *why) {
 static const char *status_text(int st) {
     switch (st) {
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 411: return "Length Required";
     case 413: return "Payload Too Large";
     case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 503: return "Service Unavailable";
     case 505: return "HTTP Version Not Supported";
@@ -270,8 +287,8 @@ static void respond(lconn *c, int status, const char *detail, const char *extra_
     /* HEAD gets the same head, without the body (RFC 9110 9.3.2). */
     queue_raw(c,
               "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-              "Access-Control-Allow-Origin: *\r\nConnection: close\r\n%s\r\n%s",
-              status, status_text(status), body ? strlen(body) : 0, extra_headers ? extra_headers : "",
+              "%sConnection: close\r\n%s\r\n%s",
+              status, status_text(status), body ? strlen(body) : 0, c->cors, extra_headers ? extra_headers : "",
               c->req_head || !body ? "" : body);
     free(body);
     c->close_after_flush = 1;
@@ -391,6 +408,13 @@ static void ws_too_big(lconn *c) {
     c->mop = 0;
 }
 
+/* Tells the client, in-band, why one of its messages was not processed (the socket stays). */
+static void send_loop_error(lconn *c, const char *text) {
+    char *m = msg_error(text);
+    if (m) conn_send_text(c->id, m, strlen(m));
+    free(m);
+}
+
 static void handle_control(lconn *c) {
     size_t n = (size_t)c->fh.payload_len;
     switch (c->fh.opcode) {
@@ -430,6 +454,10 @@ static int ws_frame_complete(lconn *c) {
     c->in_frame = 0;
     if (c->fh.opcode >= WS_OP_CLOSE) {
         handle_control(c);
+        return 0;
+    }
+    if (c->dropping) { /* a message refused by the rate limit ends with its last frame */
+        if (c->fh.fin) c->dropping = 0, c->mop = 0;
         return 0;
     }
     if (c->discard || c->refusing) return 0;
@@ -484,7 +512,16 @@ static int ws_process(lconn *c) {
             c->discard = 0;
             int op = c->fh.opcode;
             if (op < WS_OP_CLOSE) {
-                if (c->refusing) {
+                double now = now_mono();
+                if (c->refusing || c->dropping) {
+                    c->discard = 1;
+                } else if (op != WS_OP_CONTINUATION && c->mop == 0 && !client_take_message(c->cl, now)) {
+                    char m[200];
+                    snprintf(m, sizeof m, "Too many messages: at most %.0f per second from one address "
+                                          "(--client-msg-rate); this message was not processed", client_limits()->msg_rate);
+                    send_loop_error(c, m);
+                    c->dropping = 1;
+                    c->mop = op;
                     c->discard = 1;
                 } else if (op == WS_OP_CONTINUATION ? c->mop == 0 : c->mop != 0) {
                     ws_fail(c, WS_CLOSE_PROTOCOL_ERROR,
@@ -502,6 +539,11 @@ static int ws_process(lconn *c) {
                         break;
                     }
                     c->reserved += (size_t)c->fh.payload_len;
+                    double wait = client_take_bytes(c->cl, (size_t)c->fh.payload_len, now);
+                    if (wait > 0) { /* over the byte rate: stop reading the socket for a while */
+                        c->throttled = 1;
+                        c->throttle_until = now + wait;
+                    }
                 }
             }
             if (c->fh.payload_len == 0) {
@@ -600,6 +642,15 @@ static void ws_upgrade(lconn *c, const http_head *h) {
         respond(c, 503, d, "Retry-After: 5\r\n");
         return;
     }
+    client_entry *cl = client_ws_acquire(c->client);
+    if (!cl) {
+        char d[200];
+        snprintf(d, sizeof d, "too many WebSockets from your address (%d; --max-ws-per-client); close one first",
+                 client_limits()->max_websockets);
+        respond(c, 429, d, "Retry-After: 5\r\n");
+        return;
+    }
+    c->cl = cl; /* released by teardown, whatever happens next */
     char target[1024];
     size_t tl = h->target_len < sizeof target - 1 ? h->target_len : sizeof target - 1;
     memcpy(target, h->target, tl);
@@ -628,6 +679,8 @@ static void ws_upgrade(lconn *c, const http_head *h) {
         return;
     }
     e->type = CONN_EV_OPEN;
+    e->who = c->who;
+    snprintf(e->client, sizeof e->client, "%s", c->client);
     e->data = (uint8_t *)t;
     e->len = strlen(t);
     c->opened_ev = 1;
@@ -660,16 +713,18 @@ static int connect_backend(lconn *c) {
  * by "Connection: close" (so the end of each response is the backend closing; the loop keeps the
  * client's connection alive itself) and the client's address added. */
 static char *backend_head(const lconn *c, const http_head *h, size_t *len) {
-    size_t cap = h->head_len + 256;
+    size_t cap = h->head_len + 512;
     char *out = malloc(cap);
     if (!out) return NULL;
     size_t n = (size_t)snprintf(out, cap, "%.*s %.*s HTTP/1.1\r\n", (int)h->method_len, h->method,
                                 (int)h->target_len, h->target);
     for (int i = 0; i < h->num_headers; i++) {
         const http_header *f = &h->headers[i];
+        /* X-DA3-* are ours: a client's copy would claim another identity. */
         if ((f->name_len == 10 && !strncasecmp(f->name, "Connection", 10)) ||
             (f->name_len == 10 && !strncasecmp(f->name, "Keep-Alive", 10)) ||
-            (f->name_len == 15 && !strncasecmp(f->name, "X-Forwarded-For", 15)))
+            (f->name_len == 15 && !strncasecmp(f->name, "X-Forwarded-For", 15)) ||
+            (f->name_len >= 6 && !strncasecmp(f->name, "X-DA3-", 6)))
             continue;
         n += (size_t)snprintf(out + n, cap - n, "%.*s: %.*s\r\n", (int)f->name_len, f->name,
                               (int)f->value_len, f->value);
@@ -681,7 +736,12 @@ static char *backend_head(const lconn *c, const http_head *h, size_t *len) {
         if (ss.ss_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
         else if (ss.ss_family == AF_INET6) inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
     }
-    n += (size_t)snprintf(out + n, cap - n, "X-Forwarded-For: %s\r\nConnection: close\r\n\r\n", ip[0] ? ip : "unknown");
+    n += (size_t)snprintf(out + n, cap - n,
+                          "X-Forwarded-For: %s\r\n" HTTP_API_FRONT_HEADER ": %s\r\n" HTTP_API_IDENTITY_HEADER
+                          ": %s\r\n" HTTP_API_ROLE_HEADER ": %s\r\n" HTTP_API_CLIENT_HEADER
+                          ": %s\r\nConnection: close\r\n\r\n",
+                          ip[0] ? ip : "unknown", L.cfg.front_secret, c->who.name,
+                          c->who.role == API_ROLE_ADMIN ? "admin" : "user", c->client);
     *len = n;
     return out;
 }
@@ -693,10 +753,115 @@ static int method_allowed(const http_head *h) {
     return 0;
 }
 
+/* The request needs an API key (when keys are configured): the API and the WebSocket, not the
+ * page's static files (the page must load to ask for a key), the probes, or a CORS preflight
+ * (browsers send those without credentials). */
+static int needs_key(const http_head *h) {
+    if (http_head_method_is(h, "OPTIONS")) return 0;
+    size_t n = h->target_len;
+    const char *q = memchr(h->target, '?', n);
+    if (q) n = (size_t)(q - h->target);
+    const char *t = h->target;
+    return (n >= 4 && !memcmp(t, "/ws/", 4)) || (n == 7 && !memcmp(t, "/status", 7)) ||
+           (n == 8 && !memcmp(t, "/metrics", 8));
+}
+
+/* The key a request presents: "Authorization: Bearer KEY", or for a WebSocket upgrade (browsers
+ * cannot set headers on one) a "token=KEY" query parameter. NULL when there is none. */
+static const char *presented_key(const http_head *h, int upgrade, size_t *len) {
+    size_t al;
+    const char *a = http_head_get(h, "Authorization", &al);
+    if (a && al > 7 && !strncasecmp(a, "Bearer ", 7)) {
+        *len = al - 7;
+        return a + 7;
+    }
+    const char *q = upgrade ? memchr(h->target, '?', h->target_len) : NULL;
+    const char *end = h->target + h->target_len;
+    for (const char *p = q; p && p < end;) {
+        p++;
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if (stop - p > 6 && !memcmp(p, "token=", 6)) {
+            *len = (size_t)(stop - p - 6);
+            return p + 6;
+        }
+        p = amp;
+    }
+    return NULL;
+}
+
+/* An address as a proxy names it: digits, hex, '.', ':' only (anything else is not believed). */
+static int copy_address(char *out, const char *v, size_t n) {
+    while (n && (*v == ' ' || *v == '\t')) v++, n--;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    if (!n || n >= CLIENT_ADDR_MAX) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f') || (v[i] >= 'A' && v[i] <= 'F') ||
+              v[i] == '.' || v[i] == ':'))
+            return -1;
+    memcpy(out, v, n);
+    out[n] = 0;
+    return 0;
+}
+
+/* The client's address for the per-client limits: the TCP peer, or with --trust-proxy what the
+ * proxy says (X-Real-IP, else the last X-Forwarded-For entry: the one the proxy itself added). */
+static void client_address(lconn *c, const http_head *h) {
+    size_t n;
+    const char *v;
+    if (L.cfg.trust_proxy) {
+        if ((v = http_head_get(h, "X-Real-IP", &n)) && copy_address(c->client, v, n) == 0) return;
+        if ((v = http_head_get(h, "X-Forwarded-For", &n))) {
+            const char *last = v;
+            for (const char *p = v; p < v + n; p++)
+                if (*p == ',') last = p + 1;
+            if (copy_address(c->client, last, (size_t)(v + n - last)) == 0) return;
+        }
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    snprintf(c->client, sizeof c->client, "unknown");
+    if (!getpeername(c->fd, (struct sockaddr *)&ss, &sl)) {
+        if (ss.ss_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->client, sizeof c->client);
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->client, sizeof c->client);
+    }
+}
+
+/* Checks the request's key and origin; answers 401/403 itself and returns -1 when refused. */
+static int admit(lconn *c, const http_head *h, int upgrade) {
+    client_address(c, h);
+    size_t ol = 0, hl = 0;
+    const char *origin = http_head_get(h, "Origin", &ol), *host = http_head_get(h, "Host", &hl);
+    cors_headers(c->cors, sizeof c->cors, origin, ol, host, hl);
+    memset(&c->who, 0, sizeof c->who);
+    /* A WebSocket has no preflight: a page from a foreign origin is refused at the upgrade. */
+    if (upgrade && !cors_allowed(origin, ol, host, hl)) {
+        respond(c, 403, "this origin may not open WebSockets here (see --cors-origins)", NULL);
+        return -1;
+    }
+    if (!api_keys_enabled() || !needs_key(h)) return 0;
+    size_t kl = 0;
+    const char *key = presented_key(h, upgrade, &kl);
+    if (!key) {
+        respond(c, 401, upgrade ? "an API key is required: add ?token=KEY to the WebSocket URL or send "
+                                  "'Authorization: Bearer KEY'"
+                                : "an API key is required: send 'Authorization: Bearer KEY'",
+                "WWW-Authenticate: Bearer\r\n");
+        return -1;
+    }
+    if (!api_keys_check(key, kl, &c->who)) {
+        respond(c, 401, "invalid API key", "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
+        return -1;
+    }
+    return 0;
+}
+
 /* Decides what one complete request head gets. */
 static void route(lconn *c, const http_head *h) {
     c->req_head = http_head_method_is(h, "HEAD");
     c->req_close = h->minor_version == 0 || http_head_has_token(h, "Connection", "close");
+    cors_headers(c->cors, sizeof c->cors, NULL, 0, NULL, 0);
     if (!method_allowed(h)) {
         char allow[64];
         snprintf(allow, sizeof allow, "Allow: %s\r\n", ALLOW);
@@ -729,7 +894,9 @@ static void route(lconn *c, const http_head *h) {
             return;
         }
     }
-    if (http_head_has_token(h, "Upgrade", "websocket")) {
+    int upgrade = http_head_has_token(h, "Upgrade", "websocket");
+    if (admit(c, h, upgrade)) return;
+    if (upgrade) {
         size_t pl = strlen(L.cfg.ws_prefix);
         /* Heads are only parsed between requests (the previous response fully written), so an
          * upgrade may come on a reused keep-alive connection, as nginx's upstream pool sends it. */
@@ -1031,6 +1198,11 @@ static void sweep(double now) {
             if (!c->active) continue;
             set_interest(c);
         }
+        if (c->throttled && now >= c->throttle_until) {
+            c->throttled = 0;
+            c->last_rx = now; /* held back by us, not silent */
+            set_interest(c);
+        }
         if (has_output(c) && now - c->last_tx > k->send_timeout) {
             log_warn("connection %llu: dropped, it read nothing for %.0f s (%zu bytes queued); its session is kept",
                      (unsigned long long)c->id, k->send_timeout, conn_out_bytes(c->id));
@@ -1059,7 +1231,7 @@ static void sweep(double now) {
         /* A peer that keeps taking a large result is alive even while its pong waits behind
          * that frame; our own pings' bytes prove nothing. */
         double silent = now - (c->last_rx > c->last_data_tx ? c->last_rx : c->last_data_tx);
-        if (c->starved) continue;
+        if (c->starved || c->throttled) continue;
         if (!c->paused && silent > k->ping_interval + k->pong_timeout) {
             log_info("connection %llu: dropped, silent for %.0f s (no pong); its session is kept", (unsigned long long)c->id, silent);
             teardown(c, "peer stopped answering pings");

@@ -27,6 +27,8 @@ typedef struct {
     double close_timeout;    /* a peer has this long to answer our close frame (s) */
     double send_timeout;     /* queued output that makes no progress this long drops the peer (s) */
     const char *ws_prefix;   /* WebSocket endpoint: this path, or it + "/..." or "?..." */
+    const char *front_secret; /* sent to CivetWeb with every forwarded request (http_api.h) */
+    int trust_proxy;          /* the client's address is the proxy's X-Real-IP / X-Forwarded-For */
 } net_config;
 
 /* Binds and listens on host:port (port 0: any). Returns the socket, or -1 with err set. */

@@ -30,6 +30,11 @@ void options_default(server_options *o) {
     o->worker_threads = 0;
     o->log_level = "info";
     o->precision = "fp32";
+    o->min_free_mb = 256;
+    o->max_ws_per_client = 256;
+    o->max_sessions_per_client = 64;
+    o->client_msg_rate = 200;
+    o->client_byte_rate_mb = 0;
 }
 
 static void print_help(void) {
@@ -67,12 +72,27 @@ static void print_help(void) {
            "  --precision P            CPU backbone precision: fp32, or bf16 (DA3's GPU numerics,\n"
            "                           ~1.5x faster on AVX512-BF16 CPUs, much slower without) (default %s)\n"
            "  --fsync                  fsync session files (survive power loss, not only crashes)\n"
+           "  --api-keys FILE          require an API key (lines: KEY [NAME [ROLE]]) on every API request\n"
+           "                           and WebSocket; each key sees only its own sessions; reloaded on\n"
+           "                           SIGHUP (docs/security.md)\n"
+           "  --cors-origins LIST      origins allowed from browsers (comma list, '*', 'same-origin');\n"
+           "                           default '*' without keys, 'same-origin' with them\n"
+           "  --private-status         with keys: /status and /metrics need an admin key\n"
+           "  --min-free-mb N          refuse uploads that would leave less than N MB free under\n"
+           "                           --data-dir, 0 = off (default %d)\n"
+           "  Per client address (0 = no limit; docs/security.md):\n"
+           "  --max-ws-per-client N    concurrent WebSockets (default %d)\n"
+           "  --max-sessions-per-client N  sessions open at once (default %d)\n"
+           "  --client-msg-rate N      WebSocket messages per second, bursts of 2 s (default %g)\n"
+           "  --client-byte-rate-mb N  WebSocket payload MB per second, bursts of 2 s (default %g)\n"
+           "  --trust-proxy            the client's address is the proxy's X-Real-IP / X-Forwarded-For\n"
            "  --log-level L            debug | info | warn | error (default %s)\n"
            "  --help                   this text\n",
            d.host, d.port, d.workers, d.device, d.model, d.data_dir, d.web_dir, d.max_sessions,
            d.session_timeout, d.cleanup_interval, d.max_images, d.max_message_mb, d.max_inbound_mb, d.arena_mb,
            d.threads, d.max_websockets, d.handler_threads, d.request_timeout, d.ws_ping_interval,
-           d.send_timeout, d.worker_threads, d.precision, d.log_level);
+           d.send_timeout, d.worker_threads, d.precision, d.min_free_mb, d.max_ws_per_client,
+           d.max_sessions_per_client, d.client_msg_rate, d.client_byte_rate_mb, d.log_level);
 }
 
 /* Parses a whole-string integer in [lo, hi]; prints why not and returns -1. */
@@ -98,10 +118,22 @@ static int parse_seconds(const char *name, const char *s, double *out) {
     return 0;
 }
 
+/* A non-negative rate (0 = no limit); prints why not and returns -1. */
+static int parse_rate(const char *name, const char *s, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= 0) || v > 1e9) {
+        fprintf(stderr, "da3-server: --%s must be a number >= 0 (0 = no limit), got '%s'\n", name, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 int options_parse(server_options *o, int argc, char **argv) {
     enum { O_HOST = 1000, O_PORT, O_WORKERS, O_DEVICE, O_MODEL, O_DATA, O_WEB, O_WBIN, O_MAXS,
            O_TIMEOUT, O_CLEAN, O_MAXI, O_MAXMSG, O_ARENA, O_THREADS, O_WTHREADS, O_PRECISION, O_FSYNC, O_LOG,
-           O_MAXIN, O_MAXWS, O_HTHREADS, O_REQTO, O_PING, O_SENDTO,
+           O_MAXIN, O_MAXWS, O_HTHREADS, O_REQTO, O_PING, O_SENDTO, O_KEYS, O_CORS, O_PRIVATE, O_MINFREE, O_WSPC, O_SPC, O_MSGRATE, O_BYTERATE, O_TRUSTPROXY,
            O_HELP };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST},
@@ -128,6 +160,15 @@ int options_parse(server_options *o, int argc, char **argv) {
         {"send-timeout", required_argument, 0, O_SENDTO},
         {"precision", required_argument, 0, O_PRECISION},
         {"fsync", no_argument, 0, O_FSYNC},
+        {"api-keys", required_argument, 0, O_KEYS},
+        {"cors-origins", required_argument, 0, O_CORS},
+        {"private-status", no_argument, 0, O_PRIVATE},
+        {"min-free-mb", required_argument, 0, O_MINFREE},
+        {"max-ws-per-client", required_argument, 0, O_WSPC},
+        {"max-sessions-per-client", required_argument, 0, O_SPC},
+        {"client-msg-rate", required_argument, 0, O_MSGRATE},
+        {"client-byte-rate-mb", required_argument, 0, O_BYTERATE},
+        {"trust-proxy", no_argument, 0, O_TRUSTPROXY},
         {"log-level", required_argument, 0, O_LOG},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
@@ -136,6 +177,15 @@ int options_parse(server_options *o, int argc, char **argv) {
     while (rc == 0 && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case O_HOST: o->host = optarg; break;
+        case O_KEYS: o->api_keys = optarg; break;
+        case O_CORS: o->cors_origins = optarg; break;
+        case O_PRIVATE: o->private_status = 1; break;
+        case O_MINFREE: rc = parse_int("min-free-mb", optarg, 0, 1 << 30, &o->min_free_mb); break;
+        case O_WSPC: rc = parse_int("max-ws-per-client", optarg, 0, 1000000, &o->max_ws_per_client); break;
+        case O_SPC: rc = parse_int("max-sessions-per-client", optarg, 0, 1000000, &o->max_sessions_per_client); break;
+        case O_MSGRATE: rc = parse_rate("client-msg-rate", optarg, &o->client_msg_rate); break;
+        case O_BYTERATE: rc = parse_rate("client-byte-rate-mb", optarg, &o->client_byte_rate_mb); break;
+        case O_TRUSTPROXY: o->trust_proxy = 1; break;
         case O_PORT: rc = parse_int("port", optarg, 0, 65535, &o->port); break;
         case O_WORKERS: rc = parse_int("workers", optarg, 1, 64, &o->workers); break;
         case O_DEVICE: o->device = optarg; break;

@@ -28,6 +28,15 @@ typedef struct {
     int fsync_writes;         /* fsync session files (survive power loss, not just crashes) */
     const char *precision;    /* CPU backbone precision: "fp32" (DA3's CPU numbers) or "bf16" */
     const char *log_level;
+    const char *api_keys;     /* --api-keys FILE (NULL: no keys, everyone may use the API) */
+    const char *cors_origins; /* --cors-origins LIST (NULL: frontend/cors.h's default) */
+    int private_status;       /* /status and /metrics need an admin key (with keys) */
+    int min_free_mb;          /* uploads are refused below this much free space under data_dir */
+    int max_ws_per_client;    /* per client address (frontend/client_limits.h); 0 = no limit */
+    int max_sessions_per_client;
+    double client_msg_rate;     /* WebSocket messages per second per address */
+    double client_byte_rate_mb; /* WebSocket payload MB per second per address */
+    int trust_proxy;          /* client address from X-Real-IP / X-Forwarded-For */
 } server_options;
 
 /* Fills the defaults. */

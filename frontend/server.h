@@ -16,6 +16,7 @@ typedef struct {
     struct mg_context *ctx;
     double started_mono;
     atomic_int stopping;     /* set once by the main thread at shutdown, read by every loop */
+    char front_secret[65];   /* random per start: marks requests the loop forwards (http_api.h) */
 } server_state;
 
 extern server_state g_server;

@@ -31,6 +31,8 @@ typedef struct session {
     char id[37];
     char dir[512];
     char image_dir[600];
+    char owner[64];   /* the API key name that created it (frontend/api_keys.h); "" without keys */
+    char client[64];  /* the address it was created from (per-client session limit) */
     session_config cfg;
     int fsync_writes; /* --fsync: every file of this session is fsync'ed before it is renamed in */
     /* Guarded by lock: */
@@ -40,6 +42,7 @@ typedef struct session {
     char *error_message;
     int image_count, image_cap;
     int last_auto_count;   /* image_count when the last automatic run (auto_generate_after) began */
+    int stream_done;       /* streaming: images [0, stream_done) are in the session's chunk stream */
     session_image *images;
     int deleted;           /* set (under lock) by sessions_remove; nothing is written after it */
     /* Guarded by the registry lock: */
@@ -57,9 +60,15 @@ int sessions_init(const char *data_dir, int max_sessions, int server_max_images,
  * still reach a session. */
 void sessions_shutdown(void);
 
-/* Creates a session (and its folder). Returns it with one reference, or NULL with *http_status
- * (503 when at max sessions, 500 on I/O errors) and a message in err. */
-session *sessions_create(const session_config *cfg, int *http_status, char *err, size_t errlen);
+/* Creates a session (and its folder) owned by `owner` (an API key name, "" without keys) for a
+ * client at address `client`. Returns it with one reference, or NULL with *http_status (503 when
+ * at max sessions, 429 when the client has --max-sessions-per-client, 500 on I/O errors) and a
+ * message in err. */
+session *sessions_create(const session_config *cfg, const char *owner, const char *client, int *http_status,
+                         char *err, size_t errlen);
+
+/* Sessions one client address may have open at once (0: no limit); set before serving. */
+void sessions_set_client_limit(int max_per_client);
 
 /* Looks a session up and takes a reference; NULL when unknown (or not a uuid). */
 session *sessions_get(const char *id);
@@ -120,7 +129,7 @@ typedef struct {
 } session_stored;
 
 /* Checks an upload's bytes without touching any session (call it without holding s->lock: it
- * decodes, and waits for a validation slot): a complete JPEG/PNG within the limits, and upright
+ * decodes, and waits for a validation slot): a complete JPEG/PNG/HEIC/WebP within the limits, and upright
  * when it comes with a camera. Returns 0, or -1 with a client message in err. */
 int session_validate_upload(const uint8_t *data, size_t len, const known_camera *cam, char *err, size_t errlen);
 
@@ -130,6 +139,11 @@ int session_validate_upload(const uint8_t *data, size_t len, const known_camera 
  * image file is what makes the upload count). The cost does not grow with the session. Returns
  * 0 with *out filled, or -1 with a client message in err; nothing is changed on error. */
 int session_store_image(session *s, const session_upload *up, session_stored *out, char *err, size_t errlen);
+
+/* Uploads are refused (and nothing is written) while the file system under --data-dir would
+ * have less than `bytes` free after storing them (--min-free-mb): a full disk must not corrupt
+ * what is already stored. 0 turns the check off. Set before uploads start. */
+void session_images_set_min_free(unsigned long long bytes);
 
 /* Length in bytes of the longest prefix of name that fits max bytes and ends on a UTF-8
  * character boundary (strlen(name) when it already fits). */
@@ -146,7 +160,8 @@ session_status session_status_parse(const char *text);
 /* The GET /ws/session/{id} body (caller holds s->lock). */
 json_t *session_info_json(const session *s);
 
-/* The GET /ws/sessions body: stats + per-session summaries. */
-json_t *sessions_list_json(double session_timeout);
+/* The GET /ws/sessions body: stats + per-session summaries, of the sessions `owner` has (NULL:
+ * all of them). */
+json_t *sessions_list_json(double session_timeout, const char *owner);
 
 #endif

@@ -1,5 +1,6 @@
 #include "frontend/session_config.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,9 @@ void session_config_default(session_config *c, int server_max_images) {
     c->num_max_points = PROTOCOL_DEFAULT_NUM_MAX_POINTS;
     c->show_cameras = PROTOCOL_DEFAULT_SHOW_CAMERAS;
     c->auto_generate_after = 0;
+    c->streaming = 0;
+    c->chunk_size = SESSION_DEFAULT_CHUNK_SIZE;
+    c->overlap = 0;
 }
 
 void session_config_default_client(session_config *c, int server_max_images, int protocol_v2) {
@@ -23,7 +27,8 @@ void session_config_default_client(session_config *c, int server_max_images, int
 }
 
 const char *const session_config_names[] = {"max_images",     "process_res",  "process_res_method", "conf_thresh_percentile",
-                                            "num_max_points", "show_cameras", "auto_generate_after"};
+                                            "num_max_points", "show_cameras", "auto_generate_after",
+                                            "streaming",      "chunk_size",   "overlap"};
 const size_t session_config_name_count = sizeof session_config_names / sizeof *session_config_names;
 
 /* Reads an integer from text or a JSON integer (a JSON real with no fraction is accepted). */
@@ -39,7 +44,11 @@ static int get_long(const char *text, json_t *v, long *out) {
         *out = (long)json_integer_value(v);
         return 0;
     }
-    if (json_is_real(v) && floor(json_real_value(v)) == json_real_value(v)) {
+    /* Range first: converting a double outside long's range (1e300) is undefined behaviour, not
+     * a large number the checks below would refuse. LONG_MIN is a power of two, so both bounds
+     * are exact doubles. */
+    if (json_is_real(v) && floor(json_real_value(v)) == json_real_value(v) &&
+        json_real_value(v) >= (double)LONG_MIN && json_real_value(v) < -(double)LONG_MIN) {
         *out = (long)json_real_value(v);
         return 0;
     }
@@ -125,6 +134,39 @@ int session_config_set(session_config *c, const char *name, const char *text, js
             return -1;
         }
         c->auto_generate_after = (int)l;
+    } else if (!strcmp(name, "streaming")) {
+        if (get_bool(text, value, &b)) {
+            snprintf(err, errlen, "streaming must be a boolean (true/false)");
+            return -1;
+        }
+        c->streaming = b;
+    } else if (!strcmp(name, "chunk_size")) {
+        if (get_long(text, value, &l) || l < 2 || l > SESSION_MAX_CHUNK_SIZE) {
+            snprintf(err, errlen, "chunk_size must be an integer in [2, %d]", SESSION_MAX_CHUNK_SIZE);
+            return -1;
+        }
+        c->chunk_size = (int)l;
+    } else if (!strcmp(name, "overlap")) {
+        if (get_long(text, value, &l) || l < 1 || l >= SESSION_MAX_CHUNK_SIZE) {
+            snprintf(err, errlen, "overlap must be an integer in [1, chunk_size - 1]");
+            return -1;
+        }
+        c->overlap = (int)l;
+    }
+    return 0;
+}
+
+int session_config_finish(session_config *c, char *err, size_t errlen) {
+    if (c->overlap == 0) c->overlap = c->chunk_size / 2;
+    if (c->overlap >= c->chunk_size) {
+        snprintf(err, errlen, "overlap must be an integer in [1, chunk_size - 1] (chunk_size is %d, overlap %d)",
+                 c->chunk_size, c->overlap);
+        return -1;
+    }
+    if (c->streaming && c->auto_generate_after > 0) {
+        snprintf(err, errlen, "auto_generate_after cannot be combined with streaming: a streaming session "
+                              "already sends a delta per chunk");
+        return -1;
     }
     return 0;
 }
@@ -132,14 +174,22 @@ int session_config_set(session_config *c, const char *name, const char *text, js
 int session_config_equal(const session_config *a, const session_config *b) {
     return a->max_images == b->max_images && a->process_res == b->process_res && a->method == b->method &&
            a->conf_thresh_percentile == b->conf_thresh_percentile && a->num_max_points == b->num_max_points &&
-           a->show_cameras == b->show_cameras && a->auto_generate_after == b->auto_generate_after;
+           a->show_cameras == b->show_cameras && a->auto_generate_after == b->auto_generate_after &&
+           a->streaming == b->streaming && a->chunk_size == b->chunk_size && a->overlap == b->overlap;
 }
 
 json_t *session_config_json(const session_config *c) {
-    return json_pack("{s:i,s:s,s:f,s:I,s:b,s:i}", "process_res", c->process_res, "process_res_method",
+    json_t *o = json_pack("{s:i,s:s,s:f,s:I,s:b,s:i}", "process_res", c->process_res, "process_res_method",
                      resize_method_name(c->method), "conf_thresh_percentile",
                      c->conf_thresh_percentile, "num_max_points", (json_int_t)c->num_max_points,
                      "show_cameras", c->show_cameras, "auto_generate_after", c->auto_generate_after);
+    /* Only a streaming session shows its chunking: other replies stay the reference's shape. */
+    if (o && c->streaming) {
+        json_object_set_new(o, "streaming", json_true());
+        json_object_set_new(o, "chunk_size", json_integer(c->chunk_size));
+        json_object_set_new(o, "overlap", json_integer(c->overlap));
+    }
+    return o;
 }
 
 void session_config_from_json(session_config *c, json_t *config, json_t *max_images) {
@@ -148,4 +198,10 @@ void session_config_from_json(session_config *c, json_t *config, json_t *max_ima
     const char *key;
     json_t *v;
     json_object_foreach(config, key, v) session_config_set(c, key, NULL, v, 1 << 30, err, sizeof err);
+    /* What was saved passed session_config_finish once; a file edited or damaged on disk gets
+     * the nearest valid settings instead of ones the worker would refuse. */
+    if (session_config_finish(c, err, sizeof err)) {
+        if (c->overlap >= c->chunk_size) c->overlap = c->chunk_size / 2;
+        if (c->streaming) c->auto_generate_after = 0;
+    }
 }

@@ -11,6 +11,8 @@
 #define SESSION_MAX_PROCESS_RES 2016
 #define SESSION_MAX_POINTS 50000000L
 #define SESSION_MAX_AUTO_GENERATE_AFTER 100000
+#define SESSION_DEFAULT_CHUNK_SIZE 16 /* CPU-sized; DA3-Streaming uses 60-120 views on GPUs */
+#define SESSION_MAX_CHUNK_SIZE 512
 
 typedef struct {
     int max_images;
@@ -20,6 +22,11 @@ typedef struct {
     long num_max_points;
     int show_cameras;
     int auto_generate_after; /* 0: off; N: a delta after every N new images (protocol v2's init) */
+    /* Streaming (worker/stream_session.h): chunks of chunk_size views sharing `overlap` views
+     * with the previous chunk, reconstructed as images arrive; each delta holds new points only. */
+    int streaming;
+    int chunk_size;          /* 2 .. SESSION_MAX_CHUNK_SIZE */
+    int overlap;             /* 1 .. chunk_size - 1; 0 until session_config_finish: chunk_size / 2 */
 } session_config;
 
 /* The protocol defaults (504, upper_bound_resize, 10.0, 10,000,000 points, cameras on) with
@@ -40,6 +47,11 @@ extern const size_t session_config_name_count;
  * client in err (e.g. "process_res must be an integer in [14, 2016]"). */
 int session_config_set(session_config *c, const char *name, const char *text, json_t *value,
                        int server_max_images, char *err, size_t errlen);
+
+/* Checks the settings against each other once all are applied (overlap < chunk_size; streaming
+ * and auto_generate_after exclude each other) and resolves the overlap default. Returns 0, or -1
+ * with a message for the client in err. */
+int session_config_finish(session_config *c, char *err, size_t errlen);
 
 /* 1 when a and b are the same settings. */
 int session_config_equal(const session_config *a, const session_config *b);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common/image_decode.h"
@@ -18,6 +19,23 @@ size_t session_filename_bound(const char *name, size_t max) {
     /* Back off continuation bytes (10xxxxxx) so the cut never splits a character. */
     while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80) n--;
     return n;
+}
+
+static unsigned long long min_free_bytes;
+
+void session_images_set_min_free(unsigned long long bytes) { min_free_bytes = bytes; }
+
+/* 0 when the upload leaves at least min_free_bytes free under the session's folder. */
+static int storage_has_room(const session *s, size_t len, char *err, size_t errlen) {
+    struct statvfs v;
+    if (!min_free_bytes || statvfs(s->dir, &v) != 0) return 0;
+    unsigned long long avail = (unsigned long long)v.f_bavail * v.f_frsize;
+    if (avail >= min_free_bytes + len) return 0;
+    snprintf(err, errlen,
+             "the server's storage is nearly full (%llu MB free, %llu MB are kept free); the image was not stored "
+             "and what is stored is safe; try again later",
+             avail >> 20, min_free_bytes >> 20);
+    return -1;
 }
 
 int session_images_reserve(session *s, int n) {
@@ -62,6 +80,7 @@ int session_store_image(session *s, const session_upload *up, session_stored *ou
                            "'intrinsics'); send them with this image too");
         return -1;
     }
+    if (storage_has_room(s, up->len, err, errlen)) return -1;
     if (session_images_reserve(s, s->image_count + 1)) {
         snprintf(err, errlen, "out of memory");
         return -1;

@@ -21,7 +21,22 @@ static struct {
     char root[512];
     int server_max_images;
     int fsync_writes;
+    int max_per_client; /* 0: no per-client limit */
 } reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+void sessions_set_client_limit(int max_per_client) {
+    pthread_mutex_lock(&reg.lock);
+    reg.max_per_client = max_per_client;
+    pthread_mutex_unlock(&reg.lock);
+}
+
+/* Live sessions created from `client` (caller holds reg.lock). A scan: creates are rare next to
+ * everything else, and --max-sessions bounds it. */
+static int client_sessions_locked(const char *client) {
+    int n = 0;
+    for (int i = 0; i < reg.count; i++) n += !strcmp(reg.items[i]->client, client);
+    return n;
+}
 
 session *session_alloc(const char *root, const char *id, int fsync_writes) {
     session *s = calloc(1, sizeof *s);
@@ -100,11 +115,24 @@ void sessions_shutdown(void) {
     pthread_mutex_unlock(&reg.lock);
 }
 
-session *sessions_create(const session_config *cfg, int *http_status, char *err, size_t errlen) {
+session *sessions_create(const session_config *cfg, const char *owner, const char *client, int *http_status,
+                         char *err, size_t errlen) {
+    if (!client) client = "";
     pthread_mutex_lock(&reg.lock);
     int full = reg.count + reg.reserved >= reg.max;
-    if (!full) reg.reserved++;
+    int mine = !full && reg.max_per_client > 0 && client[0] ? client_sessions_locked(client) : 0;
+    int too_many = !full && reg.max_per_client > 0 && mine >= reg.max_per_client;
+    if (!full && !too_many) reg.reserved++;
+    int limit = reg.max_per_client;
     pthread_mutex_unlock(&reg.lock);
+    if (too_many) {
+        *http_status = 429;
+        snprintf(err, errlen,
+                 "Too many sessions from your address (%d open; --max-sessions-per-client %d); delete one or wait "
+                 "for one to expire",
+                 mine, limit);
+        return NULL;
+    }
     if (full) {
         /* Unlike the reference, never evict a live session to make room. */
         *http_status = 503;
@@ -117,6 +145,8 @@ session *sessions_create(const session_config *cfg, int *http_status, char *err,
     int ok = 0;
     if (s) {
         s->cfg = *cfg;
+        snprintf(s->owner, sizeof s->owner, "%s", owner ? owner : "");
+        snprintf(s->client, sizeof s->client, "%s", client);
         s->created_at = s->last_activity = now_wall();
         s->status = SESSION_ACTIVE;
         /* On disk before it is findable: no one can reach a session whose folder is half made. */

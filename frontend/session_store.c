@@ -1,5 +1,5 @@
 /* A session's state on disk: <root>/<id>/session.json holds config, status and timestamps (written
- * on status changes, never per upload); images/NNNNNN.{jpg,png} the bytes as received, each with
+ * on status changes, never per upload); images/NNNNNN.{jpg,png,heic,webp} the bytes as received, each with
  * an optional NNNNNN.meta.json (display name) and NNNNNN.camera.json (known camera) written before
  * it, so the image file is what makes an upload count and reload is a scan of images/. Every file
  * is written to a temporary name and renamed, so a crash leaves the old or the new state. */
@@ -30,6 +30,8 @@ int session_save(session *s) {
                           "max_images", s->cfg.max_images, "config", session_config_json(&s->cfg));
     if (o && s->error_message) json_object_set_new(o, "error_message", json_string(s->error_message));
     if (o && s->last_auto_count) json_object_set_new(o, "last_auto_generate_count", json_integer(s->last_auto_count));
+    if (o && s->owner[0]) json_object_set_new(o, "owner", json_string(s->owner));
+    if (o && s->client[0]) json_object_set_new(o, "client", json_string(s->client));
     char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(o);
     char path[700];
@@ -66,6 +68,22 @@ int session_store_write_meta(const session *s, int index, const char *display) {
 void session_store_remove_meta(const session *s, int index) {
     char path[800];
     if (!session_meta_path(path, sizeof path, s->image_dir, index)) unlink(path);
+}
+
+/* How far a streaming session's chunks got: the worker's stream/state.json (its "done"), which
+ * the worker writes atomically after each chunk; none yet means 0. */
+static void load_stream_done(session *s) {
+    char path[700];
+    s->stream_done = 0;
+    if (session_stream_dir(path, sizeof path - 16, s->image_dir)) return;
+    strcat(path, "/state.json");
+    if (access(path, F_OK) != 0) return;
+    json_error_t jerr;
+    json_t *o = json_load_file_bounded(path, SESSION_STREAM_STATE_MAX_BYTES, JSON_MAX_DEPTH_CLIENT, &jerr);
+    json_int_t done = json_integer_value(json_object_get(o, "done"));
+    if (!o) log_warn("session %s: unreadable %s (%s); its stream starts again", s->id, path, jerr.text);
+    json_decref(o);
+    s->stream_done = done >= 0 && done <= s->image_count ? (int)done : 0;
 }
 
 /* A copy of name cut to the protocol's limit (names from older versions were unbounded). */
@@ -163,6 +181,10 @@ int session_store_load(session *s, int server_max_images) {
     const char *em = json_string_value(json_object_get(o, "error_message"));
     if (em) s->error_message = strdup(em);
     s->last_auto_count = (int)json_integer_value(json_object_get(o, "last_auto_generate_count"));
+    const char *owner = json_string_value(json_object_get(o, "owner"));
+    snprintf(s->owner, sizeof s->owner, "%s", owner ? owner : "");
+    const char *client = json_string_value(json_object_get(o, "client"));
+    snprintf(s->client, sizeof s->client, "%s", client ? client : "");
     json_t *legacy = json_object_get(o, "images");
     int is_legacy = json_is_array(legacy);
     int rc = is_legacy ? load_legacy_images(s, legacy) : load_images(s);
@@ -180,6 +202,7 @@ int session_store_load(session *s, int server_max_images) {
     }
     if (is_legacy) migrate_legacy(s);
     if (s->last_auto_count < 0 || s->last_auto_count > s->image_count) s->last_auto_count = s->image_count;
+    if (s->cfg.streaming) load_stream_done(s);
     return 0;
 }
 

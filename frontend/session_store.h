@@ -12,6 +12,8 @@
 #define SESSION_STATE_MAX_BYTES (64u << 20)
 /* Largest per-image meta file read back (a 255-byte name and a little JSON). */
 #define SESSION_META_MAX_BYTES (16u << 10)
+/* A streaming session's stream/state.json (one camera per view: ~400 bytes each). */
+#define SESSION_STREAM_STATE_MAX_BYTES (64u << 20)
 
 /* Tombstones: a deleted session's folder is renamed to "<root>/.deleted-<id>-<n>" (not a uuid,
  * so a restart never loads it) before its tree is removed. */

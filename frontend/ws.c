@@ -29,6 +29,8 @@ static const char NO_SESSION[] = "No session initialized. Send 'init' message fi
 typedef struct {
     uint64_t id;
     int v2;            /* opened on WS_V2_PATH */
+    api_identity who;  /* the key the upgrade presented (frontend/api_keys.h) */
+    char client[64];   /* the client's address (frontend/client_limits.h) */
     session *s;        /* referenced while attached; NULL before a v2 init */
 } ws_client;
 
@@ -53,6 +55,11 @@ static void attach_client(ws_client *c, session *s) {
         send_error(old, "Another connection took over this session");
         conn_close(old, WS_CLOSE_NORMAL, "Another connection took over this session");
     }
+    if (s->cfg.streaming) { /* a chunk that waited for its client (e.g. across a restart) */
+        pthread_mutex_lock(&s->lock);
+        jobs_start_due(s);
+        pthread_mutex_unlock(&s->lock);
+    }
 }
 
 /* The target's path: up to a query string, if any. */
@@ -61,7 +68,18 @@ static int path_is(const char *target, const char *path) {
     return !strncmp(target, path, n) && (target[n] == 0 || target[n] == '?');
 }
 
-static void on_open(uint64_t id, const char *target) {
+/* The session named id, if it exists and belongs to who; another key's session is "not found"
+ * (never "forbidden", which would confirm it exists). */
+static session *session_of(const char *id, const api_identity *who) {
+    session *s = sessions_get(id);
+    if (s && !api_identity_owns(who, s->owner)) {
+        sessions_put(s);
+        s = NULL;
+    }
+    return s;
+}
+
+static void on_open(uint64_t id, const char *target, const api_identity *who, const char *client) {
     if (path_is(target, WS_V2_PATH)) {
         /* v2: nothing is sent until the client's init, as the reference does. */
         ws_client *c = calloc(1, sizeof *c);
@@ -71,11 +89,15 @@ static void on_open(uint64_t id, const char *target) {
         }
         c->id = id;
         c->v2 = 1;
+        c->who = *who;
+        snprintf(c->client, sizeof c->client, "%s", client);
         *conn_user(id) = c;
         return;
     }
-    const char *sid = strncmp(target, WS_V1_PREFIX, strlen(WS_V1_PREFIX)) ? "" : target + strlen(WS_V1_PREFIX);
-    session *s = sessions_get(sid);
+    char sid[64] = "";
+    if (!strncmp(target, WS_V1_PREFIX, strlen(WS_V1_PREFIX)))
+        snprintf(sid, sizeof sid, "%.*s", (int)strcspn(target + strlen(WS_V1_PREFIX), "?"), target + strlen(WS_V1_PREFIX));
+    session *s = session_of(sid, who);
     if (!s) {
         /* Like the reference: accept, then report an unknown session in-band. */
         char msg[160];
@@ -91,6 +113,7 @@ static void on_open(uint64_t id, const char *target) {
         return;
     }
     c->id = id;
+    c->who = *who;
     *conn_user(id) = c;
     pthread_mutex_lock(&s->lock);
     session_touch(s);
@@ -105,8 +128,8 @@ static void on_open(uint64_t id, const char *target) {
 /* v2 init with a session_id: resumes that session (an extension: the reference deletes a v2
  * session when its socket drops). Settings sent with it must match the session's: they cannot
  * change under images already taken. Returns the session with a reference, or NULL with err. */
-static session *resume_session(const char *sid, const json_t *msg, char *err, size_t errlen) {
-    session *s = sessions_get(sid);
+static session *resume_session(const char *sid, const json_t *msg, const api_identity *who, char *err, size_t errlen) {
+    session *s = session_of(sid, who);
     if (!s) {
         snprintf(err, errlen, "Failed to resume session: Session %.64s not found", sid);
         return NULL;
@@ -135,7 +158,7 @@ static session *resume_session(const char *sid, const json_t *msg, char *err, si
 
 /* v2 init without a session_id: a new session from the message's settings, each validated like
  * the HTTP create parameters. Returns it with a reference, or NULL with err. */
-static session *create_session(const json_t *msg, char *err, size_t errlen) {
+static session *create_session(const json_t *msg, const ws_client *c, char *err, size_t errlen) {
     session_config cfg;
     session_config_default_client(&cfg, g_server.opt.max_images, 1);
     char why[256];
@@ -147,8 +170,12 @@ static session *create_session(const json_t *msg, char *err, size_t errlen) {
             return NULL;
         }
     }
+    if (session_config_finish(&cfg, why, sizeof why)) {
+        snprintf(err, errlen, "Failed to create session: %s", why);
+        return NULL;
+    }
     int status;
-    session *s = sessions_create(&cfg, &status, why, sizeof why);
+    session *s = sessions_create(&cfg, c->who.name, c->client, &status, why, sizeof why);
     if (!s) snprintf(err, errlen, "Failed to create session: %s", why);
     return s;
 }
@@ -173,7 +200,8 @@ static void handle_init(ws_client *c, const json_t *msg) {
         return;
     }
     int resumed = json_is_string(sid);
-    session *s = resumed ? resume_session(json_string_value(sid), msg, err, sizeof err) : create_session(msg, err, sizeof err);
+    session *s = resumed ? resume_session(json_string_value(sid), msg, &c->who, err, sizeof err)
+                         : create_session(msg, c, err, sizeof err);
     if (!s) {
         send_error(c->id, err);
         return;
@@ -213,9 +241,9 @@ static void handle_image(ws_client *c, const uint8_t *data, size_t len, const ch
                       cam != NULL, out.filename_truncated);
     send_text(c->id, m);
     free(m);
-    if (s->cfg.auto_generate_after > 0) { /* the config never changes after creation */
+    if (s->cfg.auto_generate_after > 0 || s->cfg.streaming) { /* the config never changes after creation */
         pthread_mutex_lock(&s->lock);
-        jobs_auto_generate(s);
+        jobs_start_due(s);
         pthread_mutex_unlock(&s->lock);
     }
 }

@@ -25,14 +25,15 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # 1,000 idle sockets need 1,000 sessions; everything else is the default configuration.
 "$BUILD/da3-server" --host 127.0.0.1 --port "$port" --workers 2 --model demo --data-dir "$tmp/data" \
-  --web-dir web --max-sessions 1200 --log-level warn >"$tmp/server.log" 2>&1 &
+  --web-dir web --max-sessions 1200 --max-sessions-per-client 0 --max-ws-per-client 0 --client-msg-rate 0 \
+  --log-level warn >"$tmp/server.log" 2>&1 &
 front=$!
 for _ in $(seq 1 1200); do
   curl -sf "http://127.0.0.1:$port/status" | grep -q '"ready":2' && break
   kill -0 "$front" 2>/dev/null || { cat "$tmp/server.log"; exit 1; }
   sleep 0.1
 done
-echo "== da3-server pid $front on port $port: demo model (untrained), 2 workers, --max-sessions 1200"
+echo "== da3-server pid $front on port $port: demo model (untrained), 2 workers, --max-sessions 1200, per-client limits off (one load generator is one address)"
 
 load() { "$BUILD/da3-load" "$@" --port "$port" --pid "$front" || echo "(da3-load exited $?)"; }
 echo

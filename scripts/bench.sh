@@ -2,6 +2,8 @@
 # `make bench`: prints speed figures (nothing is asserted). Machines here are noisy: compare
 # numbers from one run only.
 #   BENCH_VIEWS=1,4,16   view counts for the forward-pass benchmark (default 1,4)
+#   BENCH_STREAM_VIEWS=16,64,256  session sizes for streaming vs plain generate ("" skips it; the
+#                        default takes ~15 min on 2 cores); BENCH_STREAM_RES=504 its resolution
 #   BENCH_REPEATS=3      generate runs per measurement after one warm-up
 #   BENCH_SEED=1         also measure the seed's Python server (../shared/tools/seed_server, set up
 #                        with its setup.sh) side by side, both on the seed's DA3-Small random weights
@@ -95,4 +97,24 @@ if [[ "${BENCH_SEED:-0}" == 1 ]]; then
   for _ in $(seq 1 1200); do curl -sf "http://127.0.0.1:$((port + 1))/ws/sessions" >/dev/null && break; sleep 0.5; done
   /usr/bin/python3 tests/bench/bench_server.py "$((port + 1))" "${imgs[@]}" --repeats 1 --uploads 50 --pid "$seedpid"
   kill "$seedpid"
+fi
+
+# Streaming vs plain generate as a session grows (issue 10's figures). BENCH_STREAM_VIEWS sizes
+# (chunk ends: multiples of chunk_size - overlap = 8), BENCH_STREAM_RES the resolution; "" skips.
+STREAM_VIEWS=${BENCH_STREAM_VIEWS-16,64,256}
+if [[ -n "$STREAM_VIEWS" ]]; then
+  most=$(tr ',' '\n' <<<"$STREAM_VIEWS" | sort -n | tail -1)
+  mkdir -p "$tmp/stream"
+  for i in $(seq 1 "$most"); do "$BUILD/tools/make_jpeg" "$tmp/stream/$(printf %04d "$i").jpg" 640 480 "$((i + 100))" 90; done
+  "$BUILD/da3-server" --port "$port" --workers 1 --model "$model" --data-dir "$tmp/data-stream" --log-level warn \
+    --max-images "$((most + 8))" --client-msg-rate 0 &
+  front=$!
+  for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$port/status" | grep -q '"ready":1' && break; sleep 0.1; done
+  wpid=$(curl -sf "http://127.0.0.1:$port/status" | /usr/bin/python3 -c 'import json, sys
+print(json.load(sys.stdin)["workers"]["list"][0]["pid"])')
+  echo "== streaming vs plain generate, demo model (DA3-Small size), 640x480 JPEG at process_res ${BENCH_STREAM_RES:-504}; CPU $cpu; worker BLAS kernels $(curl -sf "http://127.0.0.1:$port/status" | /usr/bin/python3 -c 'import json, sys
+print(json.load(sys.stdin)["workers"]["list"][0].get("blas", "unknown"))')"
+  /usr/bin/python3 tests/bench/bench_stream.py "http://127.0.0.1:$port" "$wpid" "$tmp/stream" "$STREAM_VIEWS" \
+    --res "${BENCH_STREAM_RES:-504}" || echo "(bench_stream failed)"
+  kill "$front"; wait "$front" 2>/dev/null || true
 fi

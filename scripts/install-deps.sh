@@ -3,14 +3,18 @@
 # Idempotent and quiet when everything is present. Usage: scripts/install-deps.sh [--test]
 set -euo pipefail
 
+# nodejs/npm: `make` copies the page's three.js out of its npm package (web/package.json);
+# python3 + websockets + tqdm: the Python client (clients/python), which `make run` users get too.
 build_pkgs=(build-essential pkg-config libcivetweb-dev libjansson-dev libssl-dev libpng-dev libturbojpeg0-dev
-            libtorch-dev libopenblas0-pthread libheif-dev libwebp-dev)
+            libtorch-dev libopenblas0-pthread libheif-dev libwebp-dev nodejs npm
+            python3 python3-websockets python3-tqdm)
 # Tests drive the real server with Python's websockets, validate GLBs with the Khronos validator
 # (node), parse /metrics with prometheus_client, drive the web page in a real Chromium, and put a
 # real nginx in front for proxy tests. The Python client (clients/python) needs tqdm and, for
-# --video, OpenCV; heif-enc (libheif-examples) and cwebp (webp) make the HEIC/WebP test images.
-test_pkgs=(python3 python3-websockets python3-prometheus-client python3-tqdm python3-opencv nodejs npm
-           nginx-light curl chromium fonts-liberation libheif-examples webp)
+# --video, OpenCV; heif-enc (libheif-examples) and cwebp (webp) make the HEIC/WebP test images;
+# clang + its libFuzzer runtime build the fuzz harnesses (tests/fuzz, `make fuzz`).
+test_pkgs=(python3 python3-websockets python3-prometheus-client python3-tqdm python3-opencv
+           nginx-light curl chromium fonts-liberation libheif-examples webp clang libclang-rt-14-dev)
 
 want=("${build_pkgs[@]}")
 [[ "${1:-}" == "--test" ]] && want+=("${test_pkgs[@]}")

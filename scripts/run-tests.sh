@@ -33,6 +33,16 @@ for t in "$BUILD"/tests/test_*; do
   if ! "$t"; then failed+=("$name"); fi
 done
 
+# The parsers' fuzz harnesses over their committed corpus plus fixed-seed mutations (make
+# fuzz-smoke; tests/fuzz/README.md). Built by clang with its own sanitizers into build/fuzz, so
+# not under SAN=1/TSAN=1, whose runs use other flags.
+if [[ "${SAN:-0}" != 1 && "${TSAN:-0}" != 1 ]]; then
+  echo "== fuzz-smoke"
+  fuzz_start=$(date +%s)
+  if ! make --no-print-directory fuzz-smoke; then failed+=("fuzz-smoke"); fi
+  echo "fuzz-smoke took $(( $(date +%s) - fuzz_start )) s"
+fi
+
 # The golden fixtures once per OpenBLAS kernel set this CPU can run (da3-infer --blas-info lists
 # them by CPUID; OPENBLAS_CORETYPE picks one): the run above used OpenBLAS's own choice. Only the
 # six fixtures (test_da3_golden with folders as arguments), a few seconds per set; not under the

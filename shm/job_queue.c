@@ -168,6 +168,13 @@ void shmq_finish(shmq *q, int slot, uint64_t job_id, uint64_t off, size_t glb_le
     if (j) segment_post_activity(q);
 }
 
+void shmq_set_stream_end(shmq *q, int slot, uint64_t job_id, int end) {
+    shmq_lock(q);
+    shmq_job *j = owned(q, slot, job_id);
+    if (j) j->stream_end = end;
+    shmq_unlock(q);
+}
+
 void shmq_fail(shmq *q, int slot, uint64_t job_id, const char *error) {
     shmq_lock(q);
     shmq_job *j = owned(q, slot, job_id);

@@ -20,7 +20,7 @@ typedef enum { JOB_FREE = 0, JOB_QUEUED, JOB_CLAIMED, JOB_DONE, JOB_FAILED } shm
  * front. */
 typedef struct {
     char session_id[40];
-    char image_dir[640];     /* images are image_dir/NNNNNN.{jpg,png}, see common/session_files.h */
+    char image_dir[640];     /* images are image_dir/NNNNNN.{jpg,png,heic,webp}, see common/session_files.h */
     int32_t image_count;     /* the first image_count images, frozen at submission */
     int32_t process_res;
     int32_t resize_method;   /* resize_method from worker/preprocess.h */
@@ -30,6 +30,10 @@ typedef struct {
     int32_t show_cameras;
     int32_t finalize, incremental; /* front only: how to report the result (workers ignore them) */
     int32_t auto_generated;        /* front only: started by auto_generate_after, not by the client */
+    /* Streaming sessions (worker/stream_session.h): stream_chunk_size > 0 makes this a chunk job
+     * (the next chunk after image stream_from; a finalize runs every chunk left, then merges). */
+    int32_t stream_chunk_size, stream_overlap;
+    int32_t stream_from;           /* images [0, stream_from) were already in the stream when queued */
     uint64_t seed;
 } shmq_job_params;
 
@@ -46,6 +50,7 @@ typedef struct {
     uint64_t result_off;     /* arena data offset: GLB bytes then metadata JSON */
     uint64_t glb_len, meta_len;
     double decode_ms, model_ms, fusion_ms, glb_ms;
+    int32_t stream_end;      /* streaming: images [0, stream_end) are in the stream after this job */
     char error[512];
 } shmq_job;
 
@@ -79,6 +84,9 @@ void *shmq_result_alloc(shmq *q, int slot, uint64_t job_id, size_t len, uint64_t
 /* Worker: marks its claimed job done with its result block (from shmq_result_alloc) and timings. */
 void shmq_finish(shmq *q, int slot, uint64_t job_id, uint64_t off, size_t glb_len,
                  size_t meta_len, const double stage_ms[4]);
+
+/* Worker: records how far a streaming job took the session's stream (before shmq_finish). */
+void shmq_set_stream_end(shmq *q, int slot, uint64_t job_id, int end);
 
 /* Worker: marks its claimed job failed with a message for the client. */
 void shmq_fail(shmq *q, int slot, uint64_t job_id, const char *error);

@@ -19,7 +19,7 @@
 #include "shm/segment.h"
 #include "shm/worker_table.h"
 
-#define SHMQ_MAGIC 0x4441335348513034ULL /* "DA3SHQ04": layout 4 (no job ring, 160-byte BLAS text, auto_generated) */
+#define SHMQ_MAGIC 0x4441335348513035ULL /* "DA3SHQ05": layout 5 (no job ring, 160-byte BLAS text, auto and streaming jobs) */
 
 typedef struct {
     /* Identity first, at fixed offsets: a second front reads owner_pid with pread(). */

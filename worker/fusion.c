@@ -1,6 +1,7 @@
 /* fuse_point_cloud: DA3's export_to_glb point cloud (utils/export/glb.py) step by step:
  * confidence threshold, back-projection, alignment + median centring, cleaning, downsampling,
- * camera frustums. Helpers: percentile.c (selection), fusion_mat.c, fusion_sample.c,
+ * camera frustums. fuse_point_cloud_fixed runs the same code with the placement and frustum depth
+ * given instead of measured. Helpers: percentile.c (selection), fusion_mat.c, fusion_sample.c,
  * fusion_frustum.c.
  *
  * Where this differs from the reference, on purpose:
@@ -177,20 +178,35 @@ static int scene_scale(const float *xyz, size_t m, float *scratch, double *scale
     return 0;
 }
 
-static int add_cameras(const da3_prediction *pred, const view_cam *cams, float *scratch, point_cloud *out) {
+/* 0.03 x the scene scale of the m points (export_to_glb's frustum depth); scratch holds m floats. */
+static int camera_depth_of(const float *xyz, size_t m, float *scratch, double *depth) {
+    double scale;
+    if (scene_scale(xyz, m, scratch, &scale) != 0) return -1;
+    *depth = scale * CAMERA_SIZE;
+    return 0;
+}
+
+int fusion_camera_depth(const point_cloud *pc, double *depth) {
+    float *scratch = malloc((pc->n_points ? pc->n_points : 1) * sizeof(float));
+    int rc = scratch ? camera_depth_of(pc->xyz, pc->n_points, scratch, depth) : -1;
+    free(scratch);
+    return rc;
+}
+
+/* One frustum per view at `depth`, view i coloured first + i of total. */
+static int add_cameras(const da3_prediction *pred, const view_cam *cams, double depth, int first, int total,
+                       point_cloud *out) {
     int n = pred->n;
     out->camera_lines = malloc((size_t)n * 48 * sizeof(float));
     out->camera_rgba = malloc((size_t)n * 4);
-    double scale;
-    if (!out->camera_lines || !out->camera_rgba || scene_scale(out->xyz, out->n_points, scratch, &scale) != 0)
-        return -1;
-    double depth = scale * CAMERA_SIZE;
+    if (!out->camera_lines || !out->camera_rgba) return -1;
     for (int i = 0; i < n; i++) {
         frustum_lines(cams[i].kinv, cams[i].c2w, out->alignment, pred->width, pred->height, depth,
                       out->camera_lines + 48 * (size_t)i);
-        frustum_color(i, n, out->camera_rgba + 4 * (size_t)i);
+        frustum_color(first + i, total, out->camera_rgba + 4 * (size_t)i);
     }
     out->n_cameras = n;
+    out->camera_depth = depth;
     return 0;
 }
 
@@ -221,11 +237,33 @@ static int check_input(const da3_prediction *pred, const uint8_t *rgb, const fus
     return 0;
 }
 
-int fuse_point_cloud(const da3_prediction *pred, const uint8_t *rgb, const fusion_params *p,
-                     point_cloud *out, char *err, size_t errlen) {
+static int all_finite_d(const double *v, int n) {
+    for (int i = 0; i < n; i++)
+        if (!isfinite(v[i])) return 0;
+    return 1;
+}
+
+static int check_fixed(const fusion_fixed *f, const da3_prediction *pred, const fusion_params *p, char *err,
+                       size_t errlen) {
+    if (!all_finite_d(f->placement.a0, 16) || !all_finite_d(f->placement.centre, 3))
+        return fail(err, errlen, "fusion: the fixed placement is not finite");
+    if (p->show_cameras && !(f->camera_depth > 0.0 && isfinite(f->camera_depth)))
+        return fail(err, errlen, "fusion: the fixed frustum depth must be positive");
+    if (f->camera_first < 0 || f->camera_total < 1 || f->camera_first > f->camera_total - pred->n)
+        return fail(err, errlen, "fusion: frustum colours %d..%d of %d", f->camera_first,
+                    f->camera_first + pred->n - 1, f->camera_total);
+    return 0;
+}
+
+/* Both fusions: with fixed NULL the placement comes from these views (the median) and the frustum
+ * depth from the cloud's scale, as export_to_glb does; otherwise both come from *fixed. Everything
+ * else is one code path, which is what makes fixed reproduce a normal cloud bit for bit. */
+static int fuse(const da3_prediction *pred, const uint8_t *rgb, const fusion_params *p, const fusion_fixed *fixed,
+                point_cloud *out, char *err, size_t errlen) {
     if (!out) return fail(err, errlen, "fusion: no output");
     memset(out, 0, sizeof *out);
     if (check_input(pred, rgb, p, err, errlen) != 0) return -1;
+    if (fixed && check_fixed(fixed, pred, p, err, errlen) != 0) return -1;
 
     const size_t npix = (size_t)pred->n * (size_t)pred->height * (size_t)pred->width;
     view_cam *cams = malloc((size_t)pred->n * sizeof *cams);
@@ -247,30 +285,39 @@ int fuse_point_cloud(const da3_prediction *pred, const uint8_t *rgb, const fusio
     }
 
     /* A0 = M * w2c_0 with M = diag(1,-1,-1,1): first camera's frame in glTF axes (y up, z back). */
-    double w2c0[16], a0[16];
-    fmat4_from_3x4f(pred->extrinsics, w2c0);
-    const double flip[16] = {1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 0, 0, 0, 0, 1};
-    fmat4_mul(flip, w2c0, a0);
+    fusion_placement *pl = &out->placement;
+    if (fixed) {
+        *pl = fixed->placement;
+    } else {
+        double w2c0[16];
+        fmat4_from_3x4f(pred->extrinsics, w2c0);
+        const double flip[16] = {1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 0, 0, 0, 0, 1};
+        fmat4_mul(flip, w2c0, pl->a0);
+    }
 
-    size_t m = back_project(pred, rgb, cams, a0, (float)thr, out->xyz, out->rgba);
+    size_t m = back_project(pred, rgb, cams, pl->a0, (float)thr, out->xyz, out->rgba);
 
     /* A = T_center * A0: only A0's translation column changes (A0's last row is 0 0 0 1). */
-    double centre[3];
-    if (axis_medians(out->xyz, m, scratch, centre) != 0) {
+    if (!fixed && axis_medians(out->xyz, m, scratch, pl->centre) != 0) {
         fail(err, errlen, "fusion: out of memory");
         goto error;
     }
-    memcpy(out->alignment, a0, sizeof a0);
-    for (int r = 0; r < 3; r++) out->alignment[4 * r + 3] -= centre[r];
-    m = centre_points(out->xyz, out->rgba, m, centre);
+    memcpy(out->alignment, pl->a0, sizeof pl->a0);
+    for (int r = 0; r < 3; r++) out->alignment[4 * r + 3] -= pl->centre[r];
+    m = centre_points(out->xyz, out->rgba, m, pl->centre);
 
     m = subsample_points(out->xyz, out->rgba, m, (size_t)p->num_max_points, p->seed);
     out->n_points = m;
     shrink_points(out);
 
-    if (p->show_cameras && add_cameras(pred, cams, scratch, out) != 0) {
-        fail(err, errlen, "fusion: out of memory for the cameras");
-        goto error;
+    if (p->show_cameras) {
+        double depth = fixed ? fixed->camera_depth : 0.0;
+        int first = fixed ? fixed->camera_first : 0, total = fixed ? fixed->camera_total : pred->n;
+        if ((!fixed && camera_depth_of(out->xyz, out->n_points, scratch, &depth) != 0) ||
+            add_cameras(pred, cams, depth, first, total, out) != 0) {
+            fail(err, errlen, "fusion: out of memory for the cameras");
+            goto error;
+        }
     }
     free(scratch);
     free(cams);
@@ -281,6 +328,20 @@ error:
     free(cams);
     point_cloud_free(out);
     return -1;
+}
+
+int fuse_point_cloud(const da3_prediction *pred, const uint8_t *rgb, const fusion_params *p,
+                     point_cloud *out, char *err, size_t errlen) {
+    return fuse(pred, rgb, p, NULL, out, err, errlen);
+}
+
+int fuse_point_cloud_fixed(const da3_prediction *pred, const uint8_t *rgb, const fusion_params *p,
+                           const fusion_fixed *fixed, point_cloud *out, char *err, size_t errlen) {
+    if (!fixed) {
+        if (out) memset(out, 0, sizeof *out);
+        return fail(err, errlen, "fusion: no fixed placement");
+    }
+    return fuse(pred, rgb, p, fixed, out, err, errlen);
 }
 
 void point_cloud_free(point_cloud *pc) {

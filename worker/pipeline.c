@@ -139,9 +139,9 @@ static int return_to_client_frame(const camera_work *cw, da3_prediction *pred, p
     return 0;
 }
 
-int pipeline_run_files(da3_model *m, const char *const *paths, const char *const *names, int n,
-                       const known_camera *cams, const pipeline_params *p, pipeline_progress_fn progress, void *ctx,
-                       pipeline_result *out, char *err, size_t errlen) {
+int pipeline_predict_files(da3_model *m, const char *const *paths, const char *const *names, int n,
+                           const known_camera *cams, const pipeline_params *p, pipeline_progress_fn progress,
+                           void *ctx, pipeline_result *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     out->pose_scale = 1.0;
     if (n <= 0) {
@@ -183,11 +183,8 @@ int pipeline_run_files(da3_model *m, const char *const *paths, const char *const
     out->model_ms = (now_mono() - t1) * 1e3;
     if (rc) goto done;
     if (cams && (rc = return_to_client_frame(&cw, &out->pred, out, err, errlen)) != 0) goto done;
-
-    report(progress, ctx, "exporting", 0.7, "Generating 3D model...");
-    double t2 = now_mono();
-    rc = fuse_point_cloud(&out->pred, batch.rgb, &p->fusion, &out->cloud, err, errlen);
-    out->fusion_ms = (now_mono() - t2) * 1e3;
+    out->rgb = batch.rgb; /* the result owns the colours from here */
+    batch.rgb = NULL;
 
 done:
     da3_batch_free(&batch);
@@ -196,6 +193,26 @@ done:
     free(view_h);
     if (rc) pipeline_result_free(out);
     return rc;
+}
+
+int pipeline_fuse(pipeline_result *r, const pipeline_params *p, pipeline_progress_fn progress, void *ctx,
+                  char *err, size_t errlen) {
+    report(progress, ctx, "exporting", 0.7, "Generating 3D model...");
+    double t0 = now_mono();
+    int rc = fuse_point_cloud(&r->pred, r->rgb, &p->fusion, &r->cloud, err, errlen);
+    r->fusion_ms = (now_mono() - t0) * 1e3;
+    return rc;
+}
+
+int pipeline_run_files(da3_model *m, const char *const *paths, const char *const *names, int n,
+                       const known_camera *cams, const pipeline_params *p, pipeline_progress_fn progress, void *ctx,
+                       pipeline_result *out, char *err, size_t errlen) {
+    if (pipeline_predict_files(m, paths, names, n, cams, p, progress, ctx, out, err, errlen) != 0) return -1;
+    if (pipeline_fuse(out, p, progress, ctx, err, errlen) != 0) {
+        pipeline_result_free(out);
+        return -1;
+    }
+    return 0;
 }
 
 static json_t *matrices_json(const float *m, int n, int rows, int cols) {
@@ -213,50 +230,65 @@ static json_t *matrices_json(const float *m, int n, int rows, int cols) {
     return all;
 }
 
-char *pipeline_metadata_json(const pipeline_result *r, const char *model_name, int model_trained,
-                             size_t glb_bytes) {
-    const da3_prediction *pr = &r->pred;
+json_t *pipeline_metadata_object(const pipeline_meta *f, const char *model_name, int model_trained,
+                                 size_t glb_bytes) {
     json_t *meta = json_object();
-    json_object_set_new(meta, "num_frames", json_integer(pr->n));
+    if (!meta) return NULL;
+    json_object_set_new(meta, "num_frames", json_integer(f->n_views));
     json_object_set_new(meta, "glb_size_bytes", json_integer((json_int_t)glb_bytes));
-    json_object_set_new(meta, "intrinsics", matrices_json(pr->intrinsics, pr->n, 3, 3));
-    json_object_set_new(meta, "extrinsics", matrices_json(pr->extrinsics, pr->n, 3, 4));
-    json_object_set_new(meta, "num_points", json_integer((json_int_t)r->cloud.n_points));
+    json_object_set_new(meta, "intrinsics", matrices_json(f->intrinsics, f->n_views, 3, 3));
+    json_object_set_new(meta, "extrinsics", matrices_json(f->extrinsics, f->n_views, 3, 4));
+    json_object_set_new(meta, "num_points", json_integer((json_int_t)f->n_points));
     json_t *size = json_array();
-    json_array_append_new(size, json_integer(pr->height));
-    json_array_append_new(size, json_integer(pr->width));
+    json_array_append_new(size, json_integer(f->height));
+    json_array_append_new(size, json_integer(f->width));
     json_object_set_new(meta, "processed_size", size);
     json_t *align = json_array();
     for (int i = 0; i < 4; i++) {
         json_t *row = json_array();
-        for (int j = 0; j < 4; j++) json_array_append_new(row, json_real(r->cloud.alignment[i * 4 + j]));
+        for (int j = 0; j < 4; j++) json_array_append_new(row, json_real(f->alignment[i * 4 + j]));
         json_array_append_new(align, row);
     }
     json_object_set_new(meta, "hf_alignment", align);
-    json_object_set_new(meta, "known_cameras", json_boolean(r->known_cameras));
-    if (r->known_cameras) {
-        json_object_set_new(meta, "pose_scale", json_real(r->pose_scale));
-        json_object_set_new(meta, "pose_scale_fitted", json_boolean(r->pose_scale_fitted));
+    json_object_set_new(meta, "known_cameras", json_boolean(f->known_cameras));
+    if (f->known_cameras) {
+        json_object_set_new(meta, "pose_scale", json_real(f->pose_scale));
+        json_object_set_new(meta, "pose_scale_fitted", json_boolean(f->pose_scale_fitted));
     }
     json_t *model = json_object();
     json_object_set_new(model, "name", json_string(model_name ? model_name : "unknown"));
     json_object_set_new(model, "trained", json_boolean(model_trained));
     if (!model_trained)
         json_object_set_new(model, "warning",
-                            json_string("UNTRAINED: this model has random weights; depth, poses "
-                                        "and points are not a real reconstruction"));
+                            json_string(PROTOCOL_UNTRAINED_WARNING));
     json_object_set_new(meta, "model", model);
     json_t *timing = json_object();
-    json_object_set_new(timing, "decode_ms", json_real(r->decode_ms));
-    json_object_set_new(timing, "model_ms", json_real(r->model_ms));
-    json_object_set_new(timing, "fusion_ms", json_real(r->fusion_ms));
+    json_object_set_new(timing, "decode_ms", json_real(f->decode_ms));
+    json_object_set_new(timing, "model_ms", json_real(f->model_ms));
+    json_object_set_new(timing, "fusion_ms", json_real(f->fusion_ms));
     json_object_set_new(meta, "timing", timing);
+    return meta;
+}
+
+char *pipeline_metadata_dump(json_t *meta) {
+    if (!meta) return NULL;
     char *text = json_dumps(meta, JSON_COMPACT | JSON_REAL_PRECISION(9));
     json_decref(meta);
     return text;
 }
 
+char *pipeline_metadata_json(const pipeline_result *r, const char *model_name, int model_trained,
+                             size_t glb_bytes) {
+    const da3_prediction *pr = &r->pred;
+    pipeline_meta f = {pr->n, pr->height, pr->width, pr->intrinsics, pr->extrinsics, r->cloud.n_points,
+                       r->cloud.alignment, r->known_cameras, r->pose_scale, r->pose_scale_fitted,
+                       r->decode_ms, r->model_ms, r->fusion_ms};
+    return pipeline_metadata_dump(pipeline_metadata_object(&f, model_name, model_trained, glb_bytes));
+}
+
 void pipeline_result_free(pipeline_result *r) {
     da3_prediction_free(&r->pred);
+    free(r->rgb);
+    r->rgb = NULL;
     point_cloud_free(&r->cloud);
 }

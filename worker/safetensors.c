@@ -113,7 +113,10 @@ static int parse_entry(const char *name, json_t *entry, const unsigned char *dat
         return -1;
     }
     t->nbytes = (size_t)(end - begin);
-    if (t->itemsize && (uint64_t)t->nbytes != (uint64_t)t->numel * (uint64_t)t->itemsize) {
+    /* The product must not wrap: shape [2^62 + 1] of F32 would otherwise match 4 bytes, and a
+     * caller sizing its copy by numel would read far past them. */
+    if (t->itemsize && ((uint64_t)t->numel > UINT64_MAX / (uint64_t)t->itemsize ||
+                        (uint64_t)t->nbytes != (uint64_t)t->numel * (uint64_t)t->itemsize)) {
         set_err(err, errlen, "tensor '%s': %zu bytes for %" PRId64 " elements of %s", name,
                 t->nbytes, t->numel, t->dtype);
         return -1;

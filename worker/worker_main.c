@@ -11,12 +11,13 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "common/session_files.h"
 #include "common/util.h"
 #include "shm/shm_queue.h"
 #include "worker/blas_kernels.h"
 #include "worker/glb.h"
 #include "worker/pipeline.h"
+#include "worker/session_input.h"
+#include "worker/stream_session.h"
 
 static volatile sig_atomic_t stop_requested = 0;
 static void on_term(int sig) {
@@ -60,100 +61,108 @@ static void params_from_job(const shmq_job_params *jp, pipeline_params *p) {
     p->fusion.seed = jp->seed;
 }
 
-/* The cameras stored with the job's images: all of them (*out, n entries), none (*out NULL), or
- * an error for a mix, which the network cannot take. Returns 0 or -1 with err set. */
-static int load_cameras(const char *image_dir, int n, known_camera **out, char *err, size_t errlen) {
-    *out = NULL;
-    known_camera *cams = calloc((size_t)n, sizeof *cams);
-    if (!cams) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    int with = 0, first_without = -1;
-    for (int i = 0; i < n; i++) {
-        int rc = camera_file_read(image_dir, i, &cams[i], err, errlen);
-        if (rc < 0) {
-            free(cams);
-            return -1;
-        }
-        if (rc == 1) with++;
-        else if (first_without < 0) first_without = i;
-    }
-    if (with == 0) {
-        free(cams);
-        return 0;
-    }
-    if (with < n) {
+/* Writes a finished job's result into the arena (the GLB, then the metadata that make_meta builds
+ * for the GLB's size) and marks it done; stream_end >= 0 is recorded first (streaming jobs).
+ * stage_ms[0..2] come filled, [3] gets the GLB time, *glb_len the GLB's size. Returns 0, or -1
+ * with err set. */
+typedef char *(*metadata_fn)(const void *result, da3_model *model, size_t glb_bytes);
+static int publish(shmq *q, int slot, uint64_t job_id, da3_model *model, const point_cloud *cloud,
+                   metadata_fn make_meta, const void *result, int stream_end, double stage_ms[4],
+                   size_t *glb_bytes, char *err, size_t errlen) {
+    double t0 = now_mono();
+    size_t glb_len = *glb_bytes = glb_size(cloud);
+    char *meta = make_meta(result, model, glb_len);
+    size_t meta_len = meta ? strlen(meta) : 0;
+    uint64_t off = 0;
+    unsigned char *dst = meta ? shmq_result_alloc(q, slot, job_id, glb_len + meta_len, &off) : NULL;
+    if (!dst) {
         snprintf(err, errlen,
-                 "known cameras were sent with %d of the %d images (image %d has none): send "
-                 "extrinsics and intrinsics with every image, or with none",
-                 with, n, first_without);
-        free(cams);
+                 "the result (%.1f MB GLB, %zu points) does not fit in the shared result arena "
+                 "right now; lower num_max_points or start the server with a larger --arena-mb",
+                 glb_len / 1e6, cloud->n_points);
+        free(meta);
         return -1;
     }
-    *out = cams;
+    shmq_progress(q, slot, job_id, "exporting", 0.9, "Writing GLB...");
+    glb_write(cloud, dst, glb_len);
+    memcpy(dst + glb_len, meta, meta_len);
+    free(meta);
+    stage_ms[3] = (now_mono() - t0) * 1e3;
+    if (stream_end >= 0) shmq_set_stream_end(q, slot, job_id, stream_end);
+    shmq_finish(q, slot, job_id, off, glb_len, meta_len, stage_ms);
     return 0;
+}
+
+static char *plain_metadata(const void *result, da3_model *model, size_t glb_bytes) {
+    return pipeline_metadata_json(result, da3_model_name(model), da3_model_is_trained(model), glb_bytes);
+}
+
+static char *stream_metadata(const void *result, da3_model *model, size_t glb_bytes) {
+    return stream_metadata_json(result, da3_model_name(model), da3_model_is_trained(model), glb_bytes);
+}
+
+/* A plain job: the whole session's images through the pipeline. */
+static int run_plain_job(shmq *q, da3_model *model, int slot, uint64_t job_id, const shmq_job_params *jp,
+                         const pipeline_params *pp, char *err, size_t errlen) {
+    job_ctx jc = {q, slot, job_id};
+    session_input in;
+    pipeline_result res = {0};
+    int rc = session_input_load(&in, jp->image_dir, 0, jp->image_count, err, errlen);
+    if (rc == 0)
+        rc = pipeline_run_files(model, in.path_ptrs, in.names, in.n, in.cams, pp, forward_progress, &jc, &res, err, errlen);
+    session_input_free(&in);
+    double ms[4] = {res.decode_ms, res.model_ms, res.fusion_ms, 0};
+    size_t glb_len = 0;
+    if (rc == 0) rc = publish(q, slot, job_id, model, &res.cloud, plain_metadata, &res, -1, ms, &glb_len, err, errlen);
+    if (rc == 0)
+        log_info("job %llu: %d images, %zu points, GLB %zu bytes; decode %.0f ms, model %.0f ms, "
+                 "fusion %.0f ms, glb %.0f ms",
+                 (unsigned long long)job_id, jp->image_count, res.cloud.n_points, glb_len, ms[0], ms[1], ms[2],
+                 ms[3]);
+    pipeline_result_free(&res);
+    return rc;
+}
+
+/* A streaming job (params.stream_chunk_size > 0): one chunk's delta, or a finalize's whole cloud
+ * (worker/stream_session.h). */
+static int run_stream_job(shmq *q, da3_model *model, int slot, uint64_t job_id, const shmq_job_params *jp,
+                          const pipeline_params *pp, char *err, size_t errlen) {
+    job_ctx jc = {q, slot, job_id};
+    stream_request rq = {jp->stream_chunk_size, jp->stream_overlap, jp->stream_from, jp->image_count, jp->finalize};
+    stream_result res;
+    int rc = stream_session_run(model, jp->image_dir, &rq, pp, forward_progress, &jc, &res, err, errlen);
+    if (rc) return -1;
+    double ms[4] = {res.decode_ms, res.model_ms, res.fusion_ms, 0};
+    size_t glb_len = 0;
+    rc = publish(q, slot, job_id, model, &res.cloud, stream_metadata, &res, res.end, ms, &glb_len, err, errlen);
+    if (rc == 0) {
+        if (res.chunk >= 0)
+            log_info("job %llu: stream chunk %d (new images %d..%d)%s, %zu points; decode %.0f ms, model %.0f ms, "
+                     "fusion %.0f ms, glb %.0f ms (%zu bytes)",
+                     (unsigned long long)job_id, res.chunk, res.state.chunks[res.chunk].new_start, res.end - 1,
+                     res.rebuilt ? " rebuilt after a retry" : "", res.cloud.n_points, ms[0], ms[1], ms[2], ms[3],
+                     glb_len);
+        else
+            log_info("job %llu: stream finalized, %d images in %d chunks (%d run now), %zu points; model %.0f ms, "
+                     "fusion %.0f ms, glb %.0f ms (%zu bytes)",
+                     (unsigned long long)job_id, res.end, res.state.n_chunks, res.chunks_run, res.cloud.n_points,
+                     ms[1], ms[2], ms[3], glb_len);
+    }
+    stream_result_free(&res);
+    return rc;
 }
 
 /* Runs one claimed job to DONE or FAILED. */
 static void run_job(shmq *q, da3_model *model, int slot, uint64_t job_id, const shmq_job_params *jp) {
-    job_ctx jc = {q, slot, job_id};
-    int n = jp->image_count;
     char err[512] = "";
-    char (*paths)[600] = calloc((size_t)n, sizeof *paths);
-    const char **path_ptrs = calloc((size_t)n, sizeof *path_ptrs);
-    pipeline_result res = {0};
-    int rc = (paths && path_ptrs) ? 0 : -1;
-    if (rc) snprintf(err, sizeof err, "out of memory");
-    for (int i = 0; rc == 0 && i < n; i++) {
-        if (session_image_find(paths[i], sizeof paths[i], jp->image_dir, i)) {
-            snprintf(err, sizeof err, "image %d is missing from the session's storage", i);
-            rc = -1;
-        }
-        path_ptrs[i] = paths[i];
-    }
-    known_camera *cams = NULL;
-    if (rc == 0) rc = load_cameras(jp->image_dir, n, &cams, err, sizeof err);
     pipeline_params pp;
     params_from_job(jp, &pp);
-    if (rc == 0)
-        rc = pipeline_run_files(model, path_ptrs, NULL, n, cams, &pp, forward_progress, &jc, &res, err,
-                                sizeof err);
-    free(cams);
-    if (rc == 0) {
-        double t0 = now_mono();
-        size_t glb_len = glb_size(&res.cloud);
-        char *meta = pipeline_metadata_json(&res, da3_model_name(model), da3_model_is_trained(model),
-                                            glb_len);
-        size_t meta_len = meta ? strlen(meta) : 0;
-        uint64_t off = 0;
-        unsigned char *dst = meta ? shmq_result_alloc(q, slot, job_id, glb_len + meta_len, &off) : NULL;
-        if (!dst) {
-            snprintf(err, sizeof err,
-                     "the result (%.1f MB GLB, %zu points) does not fit in the shared result arena "
-                     "right now; lower num_max_points or start the server with a larger --arena-mb",
-                     glb_len / 1e6, res.cloud.n_points);
-            rc = -1;
-        } else {
-            shmq_progress(q, slot, job_id, "exporting", 0.9, "Writing GLB...");
-            glb_write(&res.cloud, dst, glb_len);
-            memcpy(dst + glb_len, meta, meta_len);
-            double ms[4] = {res.decode_ms, res.model_ms, res.fusion_ms, (now_mono() - t0) * 1e3};
-            shmq_finish(q, slot, job_id, off, glb_len, meta_len, ms);
-            log_info("job %llu: %d images, %zu points, GLB %zu bytes; decode %.0f ms, model %.0f ms, "
-                     "fusion %.0f ms, glb %.0f ms",
-                     (unsigned long long)job_id, n, res.cloud.n_points, glb_len, ms[0], ms[1], ms[2],
-                     ms[3]);
-        }
-        free(meta);
-    }
+    int rc = jp->stream_chunk_size > 0 ? run_stream_job(q, model, slot, job_id, jp, &pp, err, sizeof err)
+                                       : run_plain_job(q, model, slot, job_id, jp, &pp, err, sizeof err);
     if (rc) {
         log_warn("job %llu failed: %s", (unsigned long long)job_id, err);
         shmq_fail(q, slot, job_id, err);
     }
-    pipeline_result_free(&res);
-    free(paths);
-    free(path_ptrs);
 }
 
 static void usage(void) {

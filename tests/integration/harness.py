@@ -41,9 +41,11 @@ def finish(name):
 
 
 class Server:
-    """A da3-server process on 127.0.0.1 with its own data dir; stop() ends it."""
+    """A da3-server process on 127.0.0.1 with its own data dir; stop() ends it. With --api-keys,
+    `key` is the (admin) key the harness's own requests (readiness, http()) send."""
 
-    def __init__(self, *args, data_dir=None, workers=1, port=0, env=None):
+    def __init__(self, *args, data_dir=None, workers=1, port=0, env=None, key=None):
+        self.key = key
         self.tmp = tempfile.mkdtemp(prefix="da3-it-")
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.log_path = os.path.join(self.tmp, "server.log")
@@ -96,7 +98,10 @@ class Server:
     def http(self, method, path, body=None, headers=None):
         """Returns (status, parsed JSON body or raw text)."""
         data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers or {})
+        headers = dict(headers or {})
+        if self.key and "Authorization" not in headers:
+            headers["Authorization"] = f"Bearer {self.key}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 status, raw = r.status, r.read()

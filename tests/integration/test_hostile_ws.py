@@ -407,7 +407,7 @@ def huge_frames(srv):
 
 def capacity():
     section("1,100 WebSockets (item 8)")
-    srv = Server("--max-sessions", "2000")
+    srv = Server("--max-sessions", "2000", "--max-sessions-per-client", "0", "--max-ws-per-client", "0")  # one test client: one address
     socks = []
     try:
         with ThreadPoolExecutor(8) as ex:
@@ -725,7 +725,7 @@ def non_reader_does_not_stall():
 
 def generate_vs_sweep():
     section("generate from a non-reading client vs a sweep every 50 ms (item 2)")
-    srv = Server("--cleanup-interval", "0.05", "--max-sessions", "10000")
+    srv = Server("--cleanup-interval", "0.05", "--max-sessions", "10000", "--max-sessions-per-client", "0")
     try:
         sid = srv.create("process_res=280")
         c = RawWS(srv.port, f"/ws/reconstruct/{sid}", rcvbuf=4096)

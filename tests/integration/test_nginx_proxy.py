@@ -1,12 +1,15 @@
 """A real nginx in front of the server, configured as docs/deployment.md says (minus TLS): the
 HTTP API, the WebSocket upgrade, a multi-MB upload and the result all pass through it."""
 import asyncio
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+
+import websockets
 
 from harness import Server, check, connect, finish, generate, glb_info, make_image, run, send_image
 import harness
@@ -39,7 +42,7 @@ http {{
     upstream da3 {{ server 127.0.0.1:{srv.port}; keepalive 16; }}
     server {{
         listen 127.0.0.1:{port};
-        location /ws/reconstruct/ {{
+        location /ws/reconstruct {{
             proxy_pass http://da3;
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
@@ -66,6 +69,7 @@ class Proxied:
     """The same API as Server, pointed at nginx."""
     base = f"http://127.0.0.1:{port}"
     ws_base = f"ws://127.0.0.1:{port}"
+    key = None
     http = Server.http
 
 
@@ -99,6 +103,14 @@ async def main():
     await ws.close()
     st, js = proxied.http("DELETE", f"/ws/session/{sid}")
     check(st == 200, "delete through nginx")
+    # Protocol v2's bare /ws/reconstruct goes through the same location.
+    ws = await websockets.connect(f"{proxied.ws_base}/ws/reconstruct", max_size=None, ping_interval=None)
+    await ws.send(json.dumps({"type": "init", "process_res": 140}))
+    m = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    check(m.get("type") == "session_created", f"v2 init through nginx: {m}")
+    await ws.close()
+    if m.get("session_id"):
+        proxied.http("DELETE", f"/ws/session/{m['session_id']}")
 
 
 try:

@@ -204,9 +204,9 @@ static void test_errors(void) {
     uint32_t s = 12345;
     for (size_t i = 0; i < sizeof garbage; i++) garbage[i] = (uint8_t)((s = s * 1103515245u + 12345u) >> 24);
     garbage[0] = 'x';
-    expect_error("garbage", garbage, sizeof garbage, "not a JPEG or PNG image", 1);
-    expect_error("empty", garbage, 0, "not a JPEG or PNG image", 1);
-    expect_error("NULL", NULL, 0, "not a JPEG or PNG image", 1);
+    expect_error("garbage", garbage, sizeof garbage, "not a JPEG, PNG, HEIC or WebP image", 1);
+    expect_error("empty", garbage, 0, "not a JPEG, PNG, HEIC or WebP image", 1);
+    expect_error("NULL", NULL, 0, "not a JPEG, PNG, HEIC or WebP image", 1);
     memcpy(garbage, "\xff\xd8\xff", 3);
     expect_error("JPEG magic + garbage", garbage, sizeof garbage, "truncated or corrupt JPEG: ", 0);
     memcpy(garbage, "\x89PNG\r\n\x1a\n", 8);

@@ -56,7 +56,7 @@ static session *new_session(uint64_t *conn) {
     session_config_default(&cfg, 10);
     int status;
     char err[256];
-    session *s = sessions_create(&cfg, &status, err, sizeof err);
+    session *s = sessions_create(&cfg, "", "", &status, err, sizeof err);
     CHECK_MSG(s != NULL, "%s", err);
     pthread_mutex_lock(&s->lock);
     /* Two images on record (the fake worker never reads the files). */

@@ -39,7 +39,7 @@ static session *create(int max_images) {
     cfg.max_images = max_images;
     int status = 0;
     char err[256];
-    session *s = sessions_create(&cfg, &status, err, sizeof err);
+    session *s = sessions_create(&cfg, "", "", &status, err, sizeof err);
     CHECK_MSG(s != NULL, "create: %d %s", status, err);
     return s;
 }
@@ -64,7 +64,7 @@ static void test_refs_and_capacity(void) {
     char err[256];
     session_config cfg;
     session_config_default(&cfg, 50);
-    CHECK(sessions_create(&cfg, &status, err, sizeof err) == NULL && status == 503 && strstr(err, "(3)"));
+    CHECK(sessions_create(&cfg, "", "", &status, err, sizeof err) == NULL && status == 503 && strstr(err, "(3)"));
     session *g = sessions_get(a->id);
     CHECK(g == a && a->refs == 3);
     sessions_put(g);

@@ -1,0 +1,42 @@
+/* Per-client-address limits the connection loop applies (loop thread only: no locks):
+ * concurrent WebSockets, and token buckets for WebSocket messages per second and payload bytes
+ * per second. A client is its address: the TCP peer, or with --trust-proxy the address the
+ * proxy names (X-Real-IP, else the last X-Forwarded-For entry). Sessions per client are counted
+ * by the session registry (session.h), which sees creations from every thread. */
+#ifndef DA3_CLIENT_LIMITS_H
+#define DA3_CLIENT_LIMITS_H
+
+#include <stddef.h>
+
+#define CLIENT_ADDR_MAX 64
+
+typedef struct {
+    int max_websockets;  /* concurrent WebSockets per address; 0 = no limit */
+    double msg_rate;     /* messages per second (burst: 2 s worth); 0 = no limit */
+    double byte_rate;    /* payload bytes per second (burst: 2 s worth); 0 = no limit */
+} client_limits_config;
+
+typedef struct client_entry client_entry;
+
+/* Sets the limits (before the loop starts) and sizes the table for up to max_conns addresses. */
+int client_limits_init(const client_limits_config *cfg, int max_conns);
+
+/* Takes a WebSocket slot for addr. Returns its entry (hold it until client_ws_release), or NULL
+ * when the address already has max_websockets (or the table is full). */
+client_entry *client_ws_acquire(const char *addr);
+
+/* Gives the slot back; the entry is forgotten once it has no socket and its buckets are full. */
+void client_ws_release(client_entry *e);
+
+/* One more message from the client at time now: 1 when its bucket allows it, 0 when it is over
+ * msg_rate (the message is then refused). */
+int client_take_message(client_entry *e, double now);
+
+/* n more payload bytes at time now: 0 when allowed at once, else how many seconds the reader
+ * should wait before reading more (the bytes are counted either way: the bucket goes negative). */
+double client_take_bytes(client_entry *e, size_t n, double now);
+
+/* The limits in force. */
+const client_limits_config *client_limits(void);
+
+#endif

@@ -305,6 +305,16 @@ static int sim3_from_json(const json_t *o, stream_sim3 *s) {
     return matrix_from_json(json_object_get(o, "r"), 3, 3, s->r) | vector_from_json(json_object_get(o, "t"), 3, s->t);
 }
 
+/* How well a chunk's link was fitted (stream_align_report's figures), for state.json and deltas. */
+static json_t *alignment_to_json(const stream_chunk_info *c) {
+    json_t *a = json_object();
+    json_object_set_new(a, "kept", json_integer(c->kept));
+    json_object_set_new(a, "rms_residual_rel", json_real(c->rms_residual_rel));
+    json_object_set_new(a, "inlier_fraction", json_real(c->inlier_fraction));
+    json_object_set_new(a, "iterations", json_integer(c->iterations));
+    return a;
+}
+
 static json_t *chunk_to_json(const stream_chunk_info *c, int known_cameras) {
     json_t *o = json_object();
     json_object_set_new(o, "index", json_integer(c->index));
@@ -312,14 +322,7 @@ static json_t *chunk_to_json(const stream_chunk_info *c, int known_cameras) {
     json_object_set_new(o, "new_start", json_integer(c->new_start));
     json_object_set_new(o, "end", json_integer(c->end));
     json_object_set_new(o, "sim3", sim3_to_json(&c->sim3));
-    if (c->aligned) {
-        json_t *a = json_object();
-        json_object_set_new(a, "kept", json_integer(c->kept));
-        json_object_set_new(a, "rms_residual_rel", json_real(c->rms_residual_rel));
-        json_object_set_new(a, "inlier_fraction", json_real(c->inlier_fraction));
-        json_object_set_new(a, "iterations", json_integer(c->iterations));
-        json_object_set_new(o, "alignment", a);
-    }
+    if (c->aligned) json_object_set_new(o, "alignment", alignment_to_json(c));
     if (known_cameras) {
         json_object_set_new(o, "pose_scale", json_real(c->pose_scale));
         json_object_set_new(o, "pose_scale_fitted", json_boolean(c->pose_scale_fitted));
@@ -942,14 +945,7 @@ static json_t *chunk_meta(const stream_result *r, const stream_chunk_info *c) {
     json_object_set_new(s, "end", json_integer(c->end));
     json_object_set_new(s, "overlap", json_integer(c->new_start - c->start));
     json_object_set_new(s, "sim3", sim3_to_json(&c->sim3));
-    if (c->aligned) {
-        json_t *a = json_object();
-        json_object_set_new(a, "kept", json_integer(c->kept));
-        json_object_set_new(a, "rms_residual_rel", json_real(c->rms_residual_rel));
-        json_object_set_new(a, "inlier_fraction", json_real(c->inlier_fraction));
-        json_object_set_new(a, "iterations", json_integer(c->iterations));
-        json_object_set_new(s, "alignment", a);
-    }
+    if (c->aligned) json_object_set_new(s, "alignment", alignment_to_json(c));
     json_object_set_new(s, "rebuilt", json_boolean(r->rebuilt));
     return s;
 }

@@ -42,7 +42,7 @@ async def recv(ws, timeout=3600):
 
 async def streaming(args, images, sizes):
     sid = create(args.base, f"process_res={args.res}&streaming=true&chunk_size={args.chunk}&overlap={args.overlap}"
-                            f"&num_max_points=200000")
+                            f"&num_max_points=200000&max_images={len(images)}")
     ws = await websockets.connect(f"{args.ws}/ws/reconstruct/{sid}", max_size=None, ping_interval=None)
     await recv(ws)
     rows, t_due, done = [], None, 0
@@ -81,7 +81,7 @@ async def streaming(args, images, sizes):
 
 
 async def plain(args, images):
-    sid = create(args.base, f"process_res={args.res}&num_max_points=200000")
+    sid = create(args.base, f"process_res={args.res}&num_max_points=200000&max_images={len(images)}")
     ws = await websockets.connect(f"{args.ws}/ws/reconstruct/{sid}", max_size=None, ping_interval=None)
     await recv(ws)
     rows, last = [], 0

@@ -251,14 +251,21 @@ static int sessions_handler(struct mg_connection *conn, void *cbdata) {
     return send_json(conn, 200, sessions_list_json(g_server.opt.session_timeout, all ? NULL : who.name));
 }
 
-static int status_handler(struct mg_connection *conn, void *cbdata) {
-    (void)cbdata;
-    const char *method = mg_get_request_info(conn)->request_method;
-    if (!method_in(method, "GET, HEAD, OPTIONS")) return send_not_allowed(conn, "GET, HEAD, OPTIONS");
-    if (!strcmp(method, "OPTIONS")) return send_preflight(conn);
+static int probe_method_done(struct mg_connection *conn);
+
+/* /status and /metrics: GET/HEAD/OPTIONS, through the loop, and admins only with
+ * --private-status. Returns the status already sent, or 0 to answer. */
+static int server_view_refused(struct mg_connection *conn) {
+    int sent = probe_method_done(conn);
+    if (sent) return sent;
     api_identity who;
     int refused = caller(conn, &who);
-    if (!refused) refused = private_status_refused(conn, &who);
+    return refused ? refused : private_status_refused(conn, &who);
+}
+
+static int status_handler(struct mg_connection *conn, void *cbdata) {
+    (void)cbdata;
+    int refused = server_view_refused(conn);
     if (refused) return refused;
     json_t *workers = json_array();
     int ready = 0;
@@ -342,13 +349,9 @@ static void summarize_workers(worker_summary *ws) {
 /* GET /metrics: Prometheus text format 0.0.4 (frontend/metrics.c). */
 static int metrics_handler(struct mg_connection *conn, void *cbdata) {
     (void)cbdata;
-    const char *method = mg_get_request_info(conn)->request_method;
-    if (!method_in(method, "GET, HEAD, OPTIONS")) return send_not_allowed(conn, "GET, HEAD, OPTIONS");
-    if (!strcmp(method, "OPTIONS")) return send_preflight(conn);
-    api_identity who;
-    int refused = caller(conn, &who);
-    if (!refused) refused = private_status_refused(conn, &who);
+    int refused = server_view_refused(conn);
     if (refused) return refused;
+    const char *method = mg_get_request_info(conn)->request_method;
     worker_summary ws;
     summarize_workers(&ws);
     metrics_gauges g = {.sessions = sessions_count(), .sessions_max = g_server.opt.max_sessions,

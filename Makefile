@@ -47,8 +47,8 @@ TORCH_CXXFLAGS := $(if $(TORCH_DIR),-isystem $(TORCH_INC)) -isystem $(TORCH_INC)
 
 # The front never loads libtorch: it needs none of it, and libtorch's size (memory, static TLS,
 # load time) would be paid by every connection thread. Workers and tools get the full set.
-FRONT_LDLIBS := -lcivetweb -ljansson -lcrypto -lturbojpeg -lpng -lheif -lwebp -lpthread -lrt -lm
-LDLIBS := -lcivetweb -ljansson -lcrypto -lturbojpeg -lpng -lheif -lwebp $(TORCH_LIBS) -lpthread -lrt -lm
+FRONT_LDLIBS := -lcivetweb -ljansson -lssl -lcrypto -lturbojpeg -lpng -lheif -lwebp -lpthread -lrt -lm
+LDLIBS := -lcivetweb -ljansson -lssl -lcrypto -lturbojpeg -lpng -lheif -lwebp $(TORCH_LIBS) -lpthread -lrt -lm
 LDFLAGS += $(SANFLAGS)
 
 # Every .c/.cpp outside the program mains goes into one static library.

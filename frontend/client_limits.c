@@ -13,7 +13,7 @@
 struct client_entry {
     char addr[CLIENT_ADDR_MAX];
     int websockets;
-    double msg_tokens, byte_tokens, last; /* buckets as of `last` (monotonic s) */
+    double msg_tokens, byte_tokens, http_tokens, last; /* buckets as of `last` (monotonic s) */
     client_entry *next;                   /* hash chain */
 };
 
@@ -52,11 +52,14 @@ static void refill(client_entry *e, double now) {
         e->byte_tokens += dt * T.cfg.byte_rate;
         if (e->byte_tokens > BURST_SECONDS * T.cfg.byte_rate) e->byte_tokens = BURST_SECONDS * T.cfg.byte_rate;
     }
+    if (T.cfg.http_rate > 0) {
+        e->http_tokens += dt * T.cfg.http_rate;
+        if (e->http_tokens > BURST_SECONDS * T.cfg.http_rate) e->http_tokens = BURST_SECONDS * T.cfg.http_rate;
+    }
 }
 
-client_entry *client_ws_acquire(const char *addr) {
-    if (!T.buckets) return NULL;
-    double now = now_mono();
+/* addr's entry, made with full buckets when it has none; NULL when out of memory. */
+static client_entry *entry_of(const char *addr, double now) {
     client_entry **head = &T.buckets[slot_of(addr)], *e = NULL;
     /* Entries without sockets are kept until their buckets would be full again (so closing and
      * reopening a socket gains nothing), and dropped on the way past after that. */
@@ -79,9 +82,17 @@ client_entry *client_ws_acquire(const char *addr) {
         e->last = now;
         e->msg_tokens = BURST_SECONDS * T.cfg.msg_rate;
         e->byte_tokens = BURST_SECONDS * T.cfg.byte_rate;
+        e->http_tokens = BURST_SECONDS * T.cfg.http_rate;
         e->next = *head;
         *head = e;
     }
+    return e;
+}
+
+client_entry *client_ws_acquire(const char *addr) {
+    if (!T.buckets) return NULL;
+    client_entry *e = entry_of(addr, now_mono());
+    if (!e) return NULL;
     if (T.cfg.max_websockets > 0 && e->websockets >= T.cfg.max_websockets) return NULL;
     e->websockets++;
     return e;
@@ -89,6 +100,18 @@ client_entry *client_ws_acquire(const char *addr) {
 
 void client_ws_release(client_entry *e) {
     if (e && e->websockets > 0) e->websockets--;
+}
+
+double client_take_request(const char *addr, double now) {
+    if (T.cfg.http_rate <= 0 || !T.buckets) return 0;
+    client_entry *e = entry_of(addr, now);
+    if (!e) return 1; /* out of memory: refuse rather than grow */
+    refill(e, now);
+    if (e->http_tokens >= 1) {
+        e->http_tokens -= 1;
+        return 0;
+    }
+    return (1 - e->http_tokens) / T.cfg.http_rate;
 }
 
 int client_take_message(client_entry *e, double now) {

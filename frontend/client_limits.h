@@ -1,6 +1,6 @@
 /* Per-client-address limits the connection loop applies (loop thread only: no locks):
- * concurrent WebSockets, and token buckets for WebSocket messages per second and payload bytes
- * per second. A client is its address: the TCP peer, or with --trust-proxy the address the
+ * concurrent WebSockets, and token buckets for HTTP requests per second, WebSocket messages per
+ * second and payload bytes per second. A client is its address: the TCP peer, or with --trust-proxy the address the
  * proxy names (X-Real-IP, else the last X-Forwarded-For entry). Sessions per client are counted
  * by the session registry (session.h), which sees creations from every thread. */
 #ifndef DA3_CLIENT_LIMITS_H
@@ -14,6 +14,7 @@ typedef struct {
     int max_websockets;  /* concurrent WebSockets per address; 0 = no limit */
     double msg_rate;     /* messages per second (burst: 2 s worth); 0 = no limit */
     double byte_rate;    /* payload bytes per second (burst: 2 s worth); 0 = no limit */
+    double http_rate;    /* HTTP requests (upgrades included) per second (burst: 2 s worth); 0 = no limit */
 } client_limits_config;
 
 typedef struct client_entry client_entry;
@@ -27,6 +28,10 @@ client_entry *client_ws_acquire(const char *addr);
 
 /* Gives the slot back; the entry is forgotten once it has no socket and its buckets are full. */
 void client_ws_release(client_entry *e);
+
+/* One more HTTP request (or WebSocket upgrade) from addr at time now: 0 when its bucket allows
+ * it, else the seconds until it would (the request is then refused with 429). */
+double client_take_request(const char *addr, double now);
 
 /* One more message from the client at time now: 1 when its bucket allows it, 0 when it is over
  * msg_rate (the message is then refused). */

@@ -33,6 +33,7 @@
 #include "frontend/http_head.h"
 #include "frontend/messages.h"
 #include "frontend/metrics.h"
+#include "frontend/tls.h"
 #include "frontend/ws_frame.h"
 
 #define RBUF_CAP 65536        /* client input buffer (heads, frame headers, small frames) */
@@ -109,6 +110,11 @@ typedef struct {
     int dropping;                  /* the current message is over the message rate: skipped */
     int throttled;                 /* over the byte rate: not read until throttle_until */
     double throttle_until;
+    /* TLS (tls.h): NULL on a plain listener */
+    tls_conn *tls;
+    int handshaking;               /* the TLS handshake is not done: nothing else happens yet */
+    int read_wants_write;          /* a TLS read waits for the socket to be writable */
+    int again;                     /* on L.again: decrypted bytes wait inside OpenSSL */
 } lconn;
 
 static struct {
@@ -120,11 +126,45 @@ static struct {
     int started;
     atomic_int conns, websockets;
     int relays;
+    /* TLS connections whose decrypted input waits inside OpenSSL, where epoll cannot see it:
+     * read again without waiting for an event. */
+    int nagain;
 } L;
 
 static const char ALLOW[] = "GET, HEAD, POST, DELETE, OPTIONS";
 
 static int pull_output(lconn *c);
+
+/* ---- the client socket: plain or TLS ------------------------------------------------------ */
+
+/* read(2) on the client connection. */
+static ssize_t client_read(lconn *c, void *buf, size_t n) {
+    if (!c->tls) return read(c->fd, buf, n);
+    ssize_t r = tls_read(c->tls, buf, n);
+    c->read_wants_write = r < 0 && errno == EAGAIN && tls_wants_write(c->tls);
+    return r;
+}
+
+/* send(2) on the client connection, without SIGPIPE. */
+static ssize_t client_send(lconn *c, const void *buf, size_t n) {
+    if (!c->tls) return send(c->fd, buf, n, MSG_NOSIGNAL);
+    return tls_write(c->tls, buf, n);
+}
+
+/* Gathered send of a frame's header and payload. Over TLS both go into one record where they
+ * fit (a header alone in its own record would cost a record's overhead per frame). */
+static ssize_t client_sendv(lconn *c, const struct iovec *iov, int n) {
+    if (!c->tls) {
+        struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+        return sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+    }
+    if (n == 1 || iov[0].iov_len >= 16384) return tls_write(c->tls, iov[0].iov_base, iov[0].iov_len);
+    uint8_t rec[16384];
+    size_t take = iov[1].iov_len < sizeof rec - iov[0].iov_len ? iov[1].iov_len : sizeof rec - iov[0].iov_len;
+    memcpy(rec, iov[0].iov_base, iov[0].iov_len);
+    memcpy(rec + iov[0].iov_len, iov[1].iov_base, take);
+    return tls_write(c->tls, rec, iov[0].iov_len + take);
+}
 
 int net_listen(const char *host, int port, char *err, size_t errlen) {
     struct addrinfo hints, *res = NULL;
@@ -171,11 +211,24 @@ static int has_output(const lconn *c) {
     return c->wq || c->nctl || (c->st == ST_HTTP && c->slen > c->soff);
 }
 
+/* Keeps L.nagain equal to the number of connections marked `again`. */
+static void mark_again(lconn *c, int on) {
+    if (on == c->again) return;
+    c->again = on;
+    L.nagain += on ? 1 : -1;
+}
+
 static void set_interest(lconn *c) {
     uint32_t want = 0;
-    int can_read = c->st == ST_WS ? !c->paused && !c->close_recv && !c->starved && !c->throttled : c->rlen < c->rcap;
-    if (!c->c_eof && can_read && !c->close_after_flush) want |= EPOLLIN;
-    if (has_output(c)) want |= EPOLLOUT;
+    if (c->handshaking) {
+        want = tls_wants_write(c->tls) ? EPOLLOUT : EPOLLIN;
+    } else {
+        int can_read = c->st == ST_WS ? !c->paused && !c->close_recv && !c->starved && !c->throttled : c->rlen < c->rcap;
+        int reading = !c->c_eof && can_read && !c->close_after_flush;
+        if (reading) want |= EPOLLIN;
+        if (has_output(c) || (reading && c->read_wants_write)) want |= EPOLLOUT;
+        if (c->tls) mark_again(c, reading && tls_pending(c->tls) > 0);
+    }
     if (want != c->ev) {
         struct epoll_event e = {.events = want, .data.u64 = TAG(TAG_CLIENT) | (uint64_t)conn_index(c->id)};
         epoll_ctl(L.ep, EPOLL_CTL_MOD, c->fd, &e);
@@ -213,6 +266,8 @@ static void teardown(lconn *c, const char *why) {
     if (!c->active) return;
     log_debug("connection %llu closed: %s", (unsigned long long)c->id, why);
     close_backend(c);
+    tls_conn_free(c->tls);
+    if (c->again) L.nagain--;
     close(c->fd);
     conn_detach(c->id, why);
     while (c->wq) {
@@ -307,7 +362,7 @@ static int flush_client(lconn *c) {
         if (c->wq && (c->wq->sent > 0 || c->wq->opcode < 0)) goto frame;
         if (c->nctl) {
             ctl_frame *f = &c->ctl[0];
-            w = send(c->fd, f->b + f->sent, f->len - f->sent, MSG_NOSIGNAL);
+            w = client_send(c, f->b + f->sent, f->len - f->sent);
             if (w < 0) goto error;
             metrics_bytes_sent((size_t)w);
             c->last_tx = now_mono();
@@ -326,8 +381,7 @@ static int flush_client(lconn *c) {
             size_t dsent = o->sent > o->hlen ? o->sent - o->hlen : 0;
             if (dsent < o->len) iov[n++] = (struct iovec){o->data + dsent, o->len - dsent};
             if (n) {
-                struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-                w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+                w = client_sendv(c, iov, n);
                 if (w < 0) goto error;
                 metrics_bytes_sent((size_t)w);
                 c->last_tx = c->last_data_tx = now_mono();
@@ -346,7 +400,7 @@ static int flush_client(lconn *c) {
             continue;
         }
         if (c->st == ST_HTTP && c->slen > c->soff) {
-            w = send(c->fd, c->sbuf + c->soff, c->slen - c->soff, MSG_NOSIGNAL);
+            w = client_send(c, c->sbuf + c->soff, c->slen - c->soff);
             if (w < 0) goto error;
             metrics_bytes_sent((size_t)w);
             c->last_tx = now_mono();
@@ -581,7 +635,7 @@ static ssize_t ws_read_payload(lconn *c) {
     uint64_t left = c->fh.payload_len - c->frame_done;
     if (c->discard) {
         uint8_t sink[65536];
-        ssize_t r = read(c->fd, sink, left < sizeof sink ? (size_t)left : sizeof sink);
+        ssize_t r = client_read(c, sink, left < sizeof sink ? (size_t)left : sizeof sink);
         if (r > 0) {
             c->frame_done += (uint64_t)r;
             if (c->frame_done == c->fh.payload_len) ws_frame_complete(c);
@@ -593,7 +647,7 @@ static ssize_t ws_read_payload(lconn *c) {
         return -1;
     }
     size_t room = c->mcap - c->mlen;
-    ssize_t r = read(c->fd, c->msg + c->mlen, left < room ? (size_t)left : room);
+    ssize_t r = client_read(c, c->msg + c->mlen, left < room ? (size_t)left : room);
     if (r > 0) {
         ws_frame_unmask(c->msg + c->mlen, (size_t)r, c->fh.mask, c->frame_done);
         c->mlen += (size_t)r;
@@ -835,6 +889,14 @@ static int admit(lconn *c, const http_head *h, int upgrade) {
     const char *origin = http_head_get(h, "Origin", &ol), *host = http_head_get(h, "Host", &hl);
     cors_headers(c->cors, sizeof c->cors, origin, ol, host, hl);
     memset(&c->who, 0, sizeof c->who);
+    /* Before the key check: a flood of unauthenticated requests is limited too. */
+    double wait = client_take_request(c->client, now_mono());
+    if (wait > 0) {
+        char retry[40];
+        snprintf(retry, sizeof retry, "Retry-After: %d\r\n", (int)wait + 1);
+        respond(c, 429, "Too many requests from your address; slow down (--client-http-rate)", retry);
+        return -1;
+    }
     /* A WebSocket has no preflight: a page from a foreign origin is refused at the upgrade. */
     if (upgrade && !cors_allowed(origin, ol, host, hl)) {
         respond(c, 403, "this origin may not open WebSockets here (see --cors-origins)", NULL);
@@ -1084,7 +1146,7 @@ static void client_readable(lconn *c) {
                 teardown(c, "out of memory");
                 return;
             }
-            r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+            r = client_read(c, c->rbuf + c->rlen, c->rcap - c->rlen);
             if (r > 0) c->rlen += (size_t)r;
         }
         if (r == 0) {
@@ -1109,6 +1171,42 @@ static void client_readable(lconn *c) {
     }
 }
 
+/* Advances a TLS handshake; once done, what the client sent with it is read at once. */
+static void client_handshake(lconn *c, uint32_t *events) {
+    char why[240];
+    int rc = tls_handshake(c->tls, why, sizeof why);
+    if (rc < 0) {
+        metrics_tls_handshake(0);
+        log_debug("connection %llu: %s", (unsigned long long)c->id, why);
+        teardown(c, why);
+        return;
+    }
+    if (rc == 1) {
+        metrics_tls_handshake(1);
+        c->handshaking = 0;
+        *events |= EPOLLIN;
+    }
+}
+
+/* One readiness event (or a TLS connection with input waiting) on a client socket. */
+static void client_event(lconn *c, uint32_t e) {
+    if (c->handshaking) {
+        client_handshake(c, &e);
+        if (!c->active) return;
+        if (c->handshaking) {
+            set_interest(c);
+            return;
+        }
+    }
+    if ((e & EPOLLIN) || (c->read_wants_write && (e & EPOLLOUT))) client_readable(c);
+    if (!c->active) return;
+    if (c->bfd >= 0 && c->forwarding) backend_event(c, 0);
+    if (!c->active) return;
+    if (flush_client(c) < 0) return;
+    if (c->st == ST_HTTP) http_response_done(c);
+    if (c->active) set_interest(c);
+}
+
 static void accept_all(int lfd) {
     for (;;) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -1118,6 +1216,16 @@ static void accept_all(int lfd) {
             return;
         }
         uint64_t id = atomic_load(&L.stopping) ? 0 : conn_open();
+        tls_conn *tls = NULL;
+        if (id && L.cfg.tls && !(tls = tls_conn_new(fd))) {
+            conn_detach(id, "out of memory");
+            conn_release(id);
+            id = 0;
+        }
+        if (!id && L.cfg.tls) { /* a plain-text answer would be noise to a TLS client */
+            close(fd);
+            continue;
+        }
         if (!id) {
             static const char full[] =
                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 56\r\n"
@@ -1140,6 +1248,8 @@ static void accept_all(int lfd) {
         c->last_rx = c->last_tx = c->wait_since = now_mono();
         c->ev = EPOLLIN;
         c->rcap = RBUF_CAP;
+        c->tls = tls;
+        c->handshaking = tls != NULL;
         atomic_fetch_add(&L.conns, 1);
         struct epoll_event e = {.events = EPOLLIN, .data.u64 = TAG(TAG_CLIENT) | (uint64_t)conn_index(id)};
         if (epoll_ctl(L.ep, EPOLL_CTL_ADD, fd, &e)) teardown(c, "epoll");
@@ -1209,6 +1319,13 @@ static void sweep(double now) {
             teardown(c, "the client stopped reading");
             continue;
         }
+        if (c->handshaking) {
+            if (now - c->wait_since > k->request_timeout) {
+                metrics_tls_handshake(0);
+                teardown(c, "TLS handshake not completed in time");
+            }
+            continue;
+        }
         if (c->st == ST_HTTP) {
             if (c->forwarding) {
                 if (c->body_left && now > c->body_deadline) teardown(c, "request body not received in time");
@@ -1272,7 +1389,7 @@ static void *loop_thread(void *arg) {
     struct epoll_event evs[256];
     double last_sweep = now_mono();
     while (!atomic_load(&L.stopping)) {
-        int n = epoll_wait(L.ep, evs, 256, 200);
+        int n = epoll_wait(L.ep, evs, 256, L.nagain ? 0 : 200);
         for (int i = 0; i < n; i++) {
             uint64_t tag = evs[i].data.u64 >> 32;
             uint32_t idx = (uint32_t)(evs[i].data.u64 & 0xffffffffu);
@@ -1302,13 +1419,14 @@ static void *loop_thread(void *arg) {
                 teardown(c, "connection reset");
                 continue;
             }
-            if (e & EPOLLIN) client_readable(c);
-            if (!c->active) continue;
-            if (c->bfd >= 0 && c->forwarding) backend_event(c, 0);
-            if (!c->active) continue;
-            if (flush_client(c) < 0) continue;
-            if (c->st == ST_HTTP) http_response_done(c);
-            if (c->active) set_interest(c);
+            client_event(c, e);
+        }
+        /* TLS input already decrypted inside OpenSSL: no event will announce it. */
+        for (int i = 0; L.nagain > 0 && i < L.cfg.max_conns; i++) {
+            lconn *c = &L.c[i];
+            if (!c->active || !c->again) continue;
+            mark_again(c, 0);
+            client_event(c, EPOLLIN);
         }
         double now = now_mono();
         if (now - last_sweep > 0.25) {

@@ -29,6 +29,7 @@ typedef struct {
     const char *ws_prefix;   /* WebSocket endpoint: this path, or it + "/..." or "?..." */
     const char *front_secret; /* sent to CivetWeb with every forwarded request (http_api.h) */
     int trust_proxy;          /* the client's address is the proxy's X-Real-IP / X-Forwarded-For */
+    int tls;                  /* the listener speaks TLS (tls_init has run): handshake first */
 } net_config;
 
 /* Binds and listens on host:port (port 0: any). Returns the socket, or -1 with err set. */

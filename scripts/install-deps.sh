@@ -14,7 +14,7 @@ build_pkgs=(build-essential pkg-config libcivetweb-dev libjansson-dev libssl-dev
 # --video, OpenCV; heif-enc (libheif-examples) and cwebp (webp) make the HEIC/WebP test images;
 # clang + its libFuzzer runtime build the fuzz harnesses (tests/fuzz, `make fuzz`).
 test_pkgs=(python3 python3-websockets python3-prometheus-client python3-tqdm python3-opencv
-           nginx-light curl chromium fonts-liberation libheif-examples webp clang libclang-rt-14-dev)
+           nginx-light curl openssl chromium fonts-liberation libheif-examples webp clang libclang-rt-14-dev)
 
 want=("${build_pkgs[@]}")
 [[ "${1:-}" == "--test" ]] && want+=("${test_pkgs[@]}")

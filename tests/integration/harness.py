@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import struct
 import subprocess
 import sys
@@ -44,8 +45,10 @@ class Server:
     """A da3-server process on 127.0.0.1 with its own data dir; stop() ends it. With --api-keys,
     `key` is the (admin) key the harness's own requests (readiness, http()) send."""
 
-    def __init__(self, *args, data_dir=None, workers=1, port=0, env=None, key=None):
+    def __init__(self, *args, data_dir=None, workers=1, port=0, env=None, key=None, tls_ca=None):
         self.key = key
+        # With --tls-cert: the CA file that signed it; http() and connect() verify against it.
+        self.ssl_ctx = ssl.create_default_context(cafile=tls_ca) if tls_ca else None
         self.tmp = tempfile.mkdtemp(prefix="da3-it-")
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.log_path = os.path.join(self.tmp, "server.log")
@@ -66,7 +69,7 @@ class Server:
         deadline = time.time() + 60
         while time.time() < deadline:
             text = open(self.log_path).read()[seen:]
-            m = re.findall(r"listening on http://127\.0\.0\.1:(\d+)/", text)
+            m = re.findall(r"listening on https?://127\.0\.0\.1:(\d+)/", text)
             if m:
                 self.port = int(m[-1])
                 break
@@ -89,11 +92,11 @@ class Server:
 
     @property
     def base(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_ctx else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def ws_base(self):
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.ssl_ctx else 'ws'}://127.0.0.1:{self.port}"
 
     def http(self, method, path, body=None, headers=None):
         """Returns (status, parsed JSON body or raw text)."""
@@ -103,7 +106,7 @@ class Server:
             headers["Authorization"] = f"Bearer {self.key}"
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            with urllib.request.urlopen(req, timeout=30, context=self.ssl_ctx) as r:
                 status, raw = r.status, r.read()
         except urllib.error.HTTPError as e:
             status, raw = e.code, e.read()
@@ -167,7 +170,7 @@ def make_image(w=140, h=105, seed=1, fmt="jpg", quality=90):
 async def connect(server, session_id):
     """Opens the session's socket and returns (ws, first message)."""
     ws = await websockets.connect(f"{server.ws_base}/ws/reconstruct/{session_id}", max_size=None,
-                                  ping_interval=None, open_timeout=30)
+                                  ping_interval=None, open_timeout=30, ssl=server.ssl_ctx)
     first = json.loads(await asyncio.wait_for(ws.recv(), 30))
     return ws, first
 

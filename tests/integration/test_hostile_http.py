@@ -7,6 +7,7 @@ import json
 import os
 import random
 import threading
+import time
 
 import websockets
 
@@ -190,8 +191,34 @@ def check_after(srv, kept, doomed, acked, when):
     return lst["stats"]["total_sessions"]
 
 
+def request_flood():
+    """--client-http-rate: an address over its request rate gets 429 with Retry-After (its burst
+    first), another address (--trust-proxy's X-Real-IP here) is not affected, and the bucket
+    refills."""
+    lim = Server("--client-http-rate", "10", "--trust-proxy")
+    try:
+        time.sleep(2.1)  # the readiness polls spent some of 127.0.0.1's burst: let it refill
+        flood = [lim.http("GET", "/status", headers={"X-Real-IP": "10.1.1.1"}) for _ in range(40)]
+        codes = [st for st, _ in flood]
+        ok, limited = codes.count(200), codes.count(429)
+        check(ok >= 20 and limited >= 10 and ok + limited == 40, f"40 requests at once, 10/s with a 20 burst: {ok} ok, {limited} refused")
+        refused = next((js for st, js in flood if st == 429), {})
+        check("Too many requests" in str(refused), f"the refusal says why: {refused}")
+        st, hd, _ = raw_http(lim, b"GET /status HTTP/1.1\r\nHost: x\r\nX-Real-IP: 10.1.1.1\r\nConnection: close\r\n\r\n")
+        check(st == 429 and int(hd.get("retry-after", "0")) >= 1, f"429 carries Retry-After: {st} {hd}")
+        st, _ = lim.http("GET", "/status", headers={"X-Real-IP": "10.1.1.2"})
+        check(st == 200, f"another address is served meanwhile: {st}")
+        time.sleep(1.2)
+        st, _ = lim.http("GET", "/status", headers={"X-Real-IP": "10.1.1.1"})
+        check(st == 200, f"the bucket refills: {st}")
+    finally:
+        lim.cleanup()
+
+
 srv = Server("--max-sessions", "64", "--max-images", "1000")
 try:
+    print("HTTP request rate per address")
+    request_flood()
     print("nested JSON bodies")
     nested_json(srv)
     print("methods and HEAD")

@@ -169,6 +169,56 @@ async def ws_matrix(a, b):
     check(hd.get("Access-Control-Allow-Origin") == same and "Origin" in hd.get("Vary", ""), f"CORS grant for the same origin: {hd}")
 
 
+async def message_matrix(a):
+    """Every WebSocket message kind as another user and as the owner. With no key or a wrong key
+    no socket exists to send on (401 before the upgrade, ws_matrix); another user's v1 socket
+    is told "not found" and then can do nothing to the session; on a v2 socket the other user
+    cannot attach the session, so every session message is "No session initialized"."""
+    import base64
+    img = make_image(70, 52, seed=8)
+    kinds = {"image (text)": json.dumps({"type": "image", "data": base64.b64encode(img).decode()}),
+             "image (binary)": img, "generate": json.dumps({"type": "generate"}),
+             "finalize": json.dumps({"type": "finalize"}), "ping": json.dumps({"type": "ping"})}
+    before = json.loads(http("GET", f"/ws/session/{a}", ALICE)[2])
+    for name, msg in kinds.items():
+        ws = await ws_open(f"/ws/reconstruct/{a}", BOB)
+        first = await recv_json(ws)
+        try:
+            await ws.send(msg)
+            reply = await recv_json(ws, 10)
+        except (websockets.exceptions.ConnectionClosed, asyncio.TimeoutError):
+            reply = None
+        check(first.get("type") == "error" and (reply is None or reply.get("type") in ("error", "pong")),
+              f"bob's {name} on alice's v1 socket: {first} then {reply}")
+        await ws.close()
+        ws = await ws_open("/ws/reconstruct", BOB)
+        await ws.send(json.dumps({"type": "init", "session_id": a}))
+        await recv_json(ws)
+        await ws.send(msg)
+        reply = await recv_json(ws, 10)
+        want = "pong" if name == "ping" else "error"
+        check(reply.get("type") == want and (want == "pong" or "No session initialized" in reply.get("message", "")),
+              f"bob's {name} on v2 after a refused resume: {reply}")
+        await ws.close()
+    after = json.loads(http("GET", f"/ws/session/{a}", ALICE)[2])
+    check(after["image_count"] == before["image_count"] and after["status"] == before["status"],
+          f"alice's session untouched by bob: {before['image_count']} -> {after['image_count']}, {after['status']}")
+    # The owner: every kind does its work.
+    ws = await ws_open(f"/ws/reconstruct/{a}", ALICE)
+    await recv_json(ws)
+    got = {}
+    for name in ("image (text)", "image (binary)", "ping", "generate", "finalize"):
+        await ws.send(kinds[name])
+        while True:
+            m = await recv_json(ws, 120)
+            if m.get("type") != "progress":
+                break
+        got[name] = m.get("type")
+    check(got == {"image (text)": "ack", "image (binary)": "ack", "ping": "pong", "generate": "complete",
+                  "finalize": "complete"}, f"alice's messages: {got}")
+    await ws.close()
+
+
 def sighup_reload():
     with open(keys_path, "w") as f:
         f.write(f"{ALICE} alice\n{CAROL} carol\n")
@@ -189,6 +239,7 @@ def sighup_reload():
 try:
     a, b = http_matrix()
     run(ws_matrix(a, b))
+    run(message_matrix(a))
     sighup_reload()
 finally:
     srv.stop()

@@ -156,7 +156,7 @@ FUZZ_SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omi
 FUZZ_CFLAGS := -std=c11 -g -O1 $(WARN) -I. -D_GNU_SOURCE -MMD -MP $(FUZZ_SANFLAGS)
 # Only the front's parsers and what they call; common/*.c whole, so new image formats join in.
 FUZZ_LIB_SRC := $(wildcard common/*.c) worker/safetensors.c \
-                $(addprefix frontend/,image_message.c ws_frame.c http_head.c session_config.c session_store.c \
+                $(addprefix frontend/,client_limits.c image_message.c ws_frame.c http_head.c session_config.c session_store.c \
                   session_registry.c session_images.c session_json.c metrics.c)
 FUZZ_LIB := $(FUZZ_DIR)/libda3fuzz.a
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))

@@ -1,5 +1,7 @@
 #include "frontend/client_limits.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,4 +129,54 @@ double client_take_bytes(client_entry *e, size_t n, double now) {
     refill(e, now);
     e->byte_tokens -= (double)n;
     return e->byte_tokens >= 0 ? 0 : -e->byte_tokens / T.cfg.byte_rate;
+}
+
+/* ---- client addresses --------------------------------------------------------------------- */
+
+/* The key of a binary IPv4 (4 bytes) or IPv6 (16 bytes) address. */
+static void address_key(int family, const unsigned char *a, char out[CLIENT_ADDR_MAX]) {
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (family == AF_INET6 && !memcmp(a, mapped, sizeof mapped)) {
+        family = AF_INET;
+        a += 12;
+    }
+    if (family == AF_INET) {
+        inet_ntop(AF_INET, a, out, CLIENT_ADDR_MAX);
+        return;
+    }
+    unsigned char prefix[16] = {0};
+    memcpy(prefix, a, 8);
+    char text[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, prefix, text, sizeof text);
+    snprintf(out, CLIENT_ADDR_MAX, "%s/64", text);
+}
+
+int client_address_parse(const char *v, size_t n, char out[CLIENT_ADDR_MAX]) {
+    while (n && (*v == ' ' || *v == '\t')) v++, n--;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    char text[INET6_ADDRSTRLEN];
+    if (!n || n >= sizeof text) return -1;
+    memcpy(text, v, n);
+    text[n] = 0;
+    unsigned char bin[16];
+    if (inet_pton(AF_INET, text, bin) == 1) address_key(AF_INET, bin, out);
+    else if (inet_pton(AF_INET6, text, bin) == 1) address_key(AF_INET6, bin, out);
+    else return -1;
+    return 0;
+}
+
+int client_address_forwarded(const char *v, size_t n, char out[CLIENT_ADDR_MAX]) {
+    const char *last = v;
+    for (const char *p = v; p < v + n; p++)
+        if (*p == ',') last = p + 1;
+    return client_address_parse(last, (size_t)(v + n - last), out);
+}
+
+void client_address_of_peer(const struct sockaddr *sa, char out[CLIENT_ADDR_MAX]) {
+    if (sa->sa_family == AF_INET)
+        address_key(AF_INET, (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr, out);
+    else if (sa->sa_family == AF_INET6)
+        address_key(AF_INET6, ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr, out);
+    else
+        snprintf(out, CLIENT_ADDR_MAX, "unknown");
 }

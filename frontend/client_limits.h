@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+struct sockaddr;
+
 #define CLIENT_ADDR_MAX 64
 
 typedef struct {
@@ -18,6 +20,20 @@ typedef struct {
 } client_limits_config;
 
 typedef struct client_entry client_entry;
+
+/* The client key of an address given as text (X-Real-IP, one X-Forwarded-For entry; blanks
+ * around it allowed): IPv4 as dotted quad, an IPv4-mapped IPv6 address as its IPv4, any other
+ * IPv6 address as its /64 prefix ("2001:db8:1:2::/64": one host or home network holds a whole
+ * /64, so counting single addresses would let it take 2^64 budgets). Returns 0, or -1 when v is
+ * not an IP address (out is then untouched). */
+int client_address_parse(const char *v, size_t n, char out[CLIENT_ADDR_MAX]);
+
+/* The same key from an X-Forwarded-For value: its last entry (the one the nearest proxy added).
+ * Returns 0, or -1 when that entry is not an address. */
+int client_address_forwarded(const char *v, size_t n, char out[CLIENT_ADDR_MAX]);
+
+/* The same key for a socket peer (AF_INET / AF_INET6); "unknown" for anything else. */
+void client_address_of_peer(const struct sockaddr *sa, char out[CLIENT_ADDR_MAX]);
 
 /* Sets the limits (before the loop starts) and sizes the table for up to max_conns addresses. */
 int client_limits_init(const client_limits_config *cfg, int max_conns);

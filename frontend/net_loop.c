@@ -844,45 +844,21 @@ static const char *presented_key(const http_head *h, int upgrade, size_t *len) {
     return NULL;
 }
 
-/* An address as a proxy names it: digits, hex, '.', ':' only (anything else is not believed). */
-static int copy_address(char *out, const char *v, size_t n) {
-    while (n && (*v == ' ' || *v == '\t')) v++, n--;
-    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
-    if (!n || n >= CLIENT_ADDR_MAX) return -1;
-    for (size_t i = 0; i < n; i++)
-        if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f') || (v[i] >= 'A' && v[i] <= 'F') ||
-              v[i] == '.' || v[i] == ':'))
-            return -1;
-    memcpy(out, v, n);
-    out[n] = 0;
-    return 0;
-}
-
-/* The client's address for the per-client limits: the TCP peer, or with --trust-proxy what the
- * proxy says (X-Real-IP, else the last X-Forwarded-For entry: the one the proxy itself added). */
+/* The client's address key (client_limits.h): the proxy's word with --trust-proxy, else the
+ * TCP peer. */
 static void client_address(lconn *c, const http_head *h) {
     size_t n;
     const char *v;
     if (L.cfg.trust_proxy) {
-        if ((v = http_head_get(h, "X-Real-IP", &n)) && copy_address(c->client, v, n) == 0) return;
-        if ((v = http_head_get(h, "X-Forwarded-For", &n))) {
-            const char *last = v;
-            for (const char *p = v; p < v + n; p++)
-                if (*p == ',') last = p + 1;
-            if (copy_address(c->client, last, (size_t)(v + n - last)) == 0) return;
-        }
+        if ((v = http_head_get(h, "X-Real-IP", &n)) && client_address_parse(v, n, c->client) == 0) return;
+        if ((v = http_head_get(h, "X-Forwarded-For", &n)) && client_address_forwarded(v, n, c->client) == 0) return;
     }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    snprintf(c->client, sizeof c->client, "unknown");
-    if (!getpeername(c->fd, (struct sockaddr *)&ss, &sl)) {
-        if (ss.ss_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->client, sizeof c->client);
-        else if (ss.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->client, sizeof c->client);
-    }
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &sl)) snprintf(c->client, sizeof c->client, "unknown");
+    else client_address_of_peer((struct sockaddr *)&ss, c->client);
 }
 
-/* Checks the request's key and origin; answers 401/403 itself and returns -1 when refused. */
 static int admit(lconn *c, const http_head *h, int upgrade) {
     client_address(c, h);
     size_t ol = 0, hl = 0;

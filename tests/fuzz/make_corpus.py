@@ -298,10 +298,20 @@ def session_config():
     put(d, "query-long-value", "process_res_method=" + "a" * 300)
 
 
+def client_address():
+    d = reset("client_address")
+    for name, v in (("v4", "10.0.0.1"), ("v4-blanks", " \t192.0.2.7 "), ("v6", "2001:db8:1:2:3:4:5:6"),
+                    ("v6-short", "::1"), ("mapped", "::ffff:10.1.2.3"), ("xff", "1.1.1.1, 2.2.2.2,3.3.3.3"),
+                    ("xff-v6", "10.0.0.1, 2001:db8::1"), ("bad-octet", "10.0.0.256"), ("junk", "evil, x"),
+                    ("zone", "fe80::1%eth0"), ("brackets", "[::1]"), ("crlf", "10.0.0.1\r\nX-Evil: 1"),
+                    ("long", "1" * 80), ("empty-last", "10.0.0.1,")):
+        put(d, name, v)
+
+
 def main():
     os.makedirs(CORPUS, exist_ok=True)
     for gen in (json_bounded, b64, ws_message, image, ws_frame, http_head, safetensors, camera, session_store,
-                session_config):
+                session_config, client_address):
         gen()
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(CORPUS) for f in fs)
     print(f"make_corpus: {total} bytes in {CORPUS}")

@@ -38,7 +38,7 @@ static int write_all(int fd, const void *data, size_t len) {
     return 0;
 }
 
-static int write_atomic(const char *path, const void *data, size_t len, int durable) {
+static int write_atomic(const char *path, const void *data, size_t len, int durable, void (*halfway)(void)) {
     char tmp[4096];
     if (fmt_path(tmp, sizeof tmp, "%s.tmp.%d", path, (int)gettid())) {
         errno = ENAMETOOLONG;
@@ -46,8 +46,14 @@ static int write_atomic(const char *path, const void *data, size_t len, int dura
     }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return -1;
+    size_t half = halfway ? len / 2 : len;
+    int bad = write_all(fd, data, half);
+    if (!bad && halfway) {
+        halfway();
+        bad = write_all(fd, (const char *)data + half, len - half);
+    }
     /* fsync before rename: after a crash the name points at complete data, never a hole. */
-    if (write_all(fd, data, len) || (durable && fsync(fd))) {
+    if (bad || (durable && fsync(fd))) {
         int e = errno;
         close(fd);
         unlink(tmp);
@@ -64,11 +70,25 @@ static int write_atomic(const char *path, const void *data, size_t len, int dura
 }
 
 int write_file_atomic(const char *path, const void *data, size_t len) {
-    return write_atomic(path, data, len, 1);
+    return write_atomic(path, data, len, 1, NULL);
 }
 
 int write_file_atomic_nosync(const char *path, const void *data, size_t len) {
-    return write_atomic(path, data, len, 0);
+    return write_atomic(path, data, len, 0, NULL);
+}
+
+int write_file_atomic_hooked(const char *path, const void *data, size_t len, int durable, void (*halfway)(void)) {
+    return write_atomic(path, data, len, durable, halfway);
+}
+
+int is_atomic_temp_name(const char *name) {
+    for (const char *t = strstr(name, ".tmp."); t; t = strstr(t + 1, ".tmp.")) {
+        const char *d = t + 5;
+        if (t == name || !*d) continue;
+        while (*d >= '0' && *d <= '9') d++;
+        if (!*d) return 1;
+    }
+    return 0;
 }
 
 uint8_t *read_file(const char *path, size_t *len) {

@@ -19,6 +19,15 @@ int write_file_atomic(const char *path, const void *data, size_t len);
  * power loss; several times cheaper per call. */
 int write_file_atomic_nosync(const char *path, const void *data, size_t len);
 
+/* write_file_atomic (durable) or _nosync, calling halfway() once half of the data is in the
+ * temporary file, before the rest and the rename: where a test's fault point (common/fault.h)
+ * stops the writer with a partial file on disk. */
+int write_file_atomic_hooked(const char *path, const void *data, size_t len, int durable, void (*halfway)(void));
+
+/* 1 for a name write_file_atomic gives its temporary files ("NAME.tmp.TID"): one a crash left
+ * behind, never a file of its own. */
+int is_atomic_temp_name(const char *name);
+
 /* Reads a whole file into a malloc'd buffer (NUL-terminated for convenience); *len gets the size.
  * Returns NULL (errno set) on failure. */
 uint8_t *read_file(const char *path, size_t *len);

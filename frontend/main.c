@@ -150,6 +150,7 @@ int main(int argc, char **argv) {
     }
     if (loaded) log_info("reloaded %d session(s) from %s", loaded, o->data_dir);
     session_images_set_min_free((unsigned long long)o->min_free_mb << 20);
+    session_images_set_max_session((unsigned long long)o->max_session_mb << 20);
     sessions_set_client_limit(o->max_sessions_per_client);
 
     snprintf(g_server.shm_name, sizeof g_server.shm_name, "/da3-server-%d", port);

@@ -31,6 +31,7 @@ void options_default(server_options *o) {
     o->log_level = "info";
     o->precision = "fp32";
     o->min_free_mb = 256;
+    o->max_session_mb = 2048;
     o->max_ws_per_client = 256;
     o->max_sessions_per_client = 64;
     o->client_msg_rate = 200;
@@ -80,6 +81,7 @@ static void print_help(void) {
            "  --private-status         with keys: /status and /metrics need an admin key\n"
            "  --min-free-mb N          refuse uploads that would leave less than N MB free under\n"
            "                           --data-dir, 0 = off (default %d)\n"
+           "  --max-session-mb N       image MB one session may store, 0 = no limit (default %d)\n"
            "  Per client address (0 = no limit; docs/security.md):\n"
            "  --max-ws-per-client N    concurrent WebSockets (default %d)\n"
            "  --max-sessions-per-client N  sessions open at once (default %d)\n"
@@ -91,7 +93,7 @@ static void print_help(void) {
            d.host, d.port, d.workers, d.device, d.model, d.data_dir, d.web_dir, d.max_sessions,
            d.session_timeout, d.cleanup_interval, d.max_images, d.max_message_mb, d.max_inbound_mb, d.arena_mb,
            d.threads, d.max_websockets, d.handler_threads, d.request_timeout, d.ws_ping_interval,
-           d.send_timeout, d.worker_threads, d.precision, d.min_free_mb, d.max_ws_per_client,
+           d.send_timeout, d.worker_threads, d.precision, d.min_free_mb, d.max_session_mb, d.max_ws_per_client,
            d.max_sessions_per_client, d.client_msg_rate, d.client_byte_rate_mb, d.log_level);
 }
 
@@ -133,7 +135,7 @@ static int parse_rate(const char *name, const char *s, double *out) {
 int options_parse(server_options *o, int argc, char **argv) {
     enum { O_HOST = 1000, O_PORT, O_WORKERS, O_DEVICE, O_MODEL, O_DATA, O_WEB, O_WBIN, O_MAXS,
            O_TIMEOUT, O_CLEAN, O_MAXI, O_MAXMSG, O_ARENA, O_THREADS, O_WTHREADS, O_PRECISION, O_FSYNC, O_LOG,
-           O_MAXIN, O_MAXWS, O_HTHREADS, O_REQTO, O_PING, O_SENDTO, O_KEYS, O_CORS, O_PRIVATE, O_MINFREE, O_WSPC, O_SPC, O_MSGRATE, O_BYTERATE, O_TRUSTPROXY,
+           O_MAXIN, O_MAXWS, O_HTHREADS, O_REQTO, O_PING, O_SENDTO, O_KEYS, O_CORS, O_PRIVATE, O_MINFREE, O_MAXSESSMB, O_WSPC, O_SPC, O_MSGRATE, O_BYTERATE, O_TRUSTPROXY,
            O_HELP };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST},
@@ -164,6 +166,7 @@ int options_parse(server_options *o, int argc, char **argv) {
         {"cors-origins", required_argument, 0, O_CORS},
         {"private-status", no_argument, 0, O_PRIVATE},
         {"min-free-mb", required_argument, 0, O_MINFREE},
+        {"max-session-mb", required_argument, 0, O_MAXSESSMB},
         {"max-ws-per-client", required_argument, 0, O_WSPC},
         {"max-sessions-per-client", required_argument, 0, O_SPC},
         {"client-msg-rate", required_argument, 0, O_MSGRATE},
@@ -181,6 +184,7 @@ int options_parse(server_options *o, int argc, char **argv) {
         case O_CORS: o->cors_origins = optarg; break;
         case O_PRIVATE: o->private_status = 1; break;
         case O_MINFREE: rc = parse_int("min-free-mb", optarg, 0, 1 << 30, &o->min_free_mb); break;
+        case O_MAXSESSMB: rc = parse_int("max-session-mb", optarg, 0, 1 << 30, &o->max_session_mb); break;
         case O_WSPC: rc = parse_int("max-ws-per-client", optarg, 0, 1000000, &o->max_ws_per_client); break;
         case O_SPC: rc = parse_int("max-sessions-per-client", optarg, 0, 1000000, &o->max_sessions_per_client); break;
         case O_MSGRATE: rc = parse_rate("client-msg-rate", optarg, &o->client_msg_rate); break;

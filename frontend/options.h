@@ -32,6 +32,7 @@ typedef struct {
     const char *cors_origins; /* --cors-origins LIST (NULL: frontend/cors.h's default) */
     int private_status;       /* /status and /metrics need an admin key (with keys) */
     int min_free_mb;          /* uploads are refused below this much free space under data_dir */
+    int max_session_mb;       /* image bytes one session may store; 0 = no limit */
     int max_ws_per_client;    /* per client address (frontend/client_limits.h); 0 = no limit */
     int max_sessions_per_client;
     double client_msg_rate;     /* WebSocket messages per second per address */

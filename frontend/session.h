@@ -41,6 +41,7 @@ typedef struct session {
     double created_at, last_activity; /* wall-clock epoch seconds */
     char *error_message;
     int image_count, image_cap;
+    unsigned long long stored_bytes; /* the images' bytes on disk (--max-session-mb), recounted at reload */
     int last_auto_count;   /* image_count when the last automatic run (auto_generate_after) began */
     int stream_done;       /* streaming: images [0, stream_done) are in the session's chunk stream */
     session_image *images;
@@ -144,6 +145,10 @@ int session_store_image(session *s, const session_upload *up, session_stored *ou
  * have less than `bytes` free after storing them (--min-free-mb): a full disk must not corrupt
  * what is already stored. 0 turns the check off. Set before uploads start. */
 void session_images_set_min_free(unsigned long long bytes);
+
+/* Uploads are refused (and nothing is written) when they would take a session's stored image
+ * bytes past `bytes` (--max-session-mb); 0 turns the check off. Set before uploads start. */
+void session_images_set_max_session(unsigned long long bytes);
 
 /* Length in bytes of the longest prefix of name that fits max bytes and ends on a UTF-8
  * character boundary (strlen(name) when it already fits). */

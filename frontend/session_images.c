@@ -7,6 +7,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "common/fault.h"
 #include "common/image_decode.h"
 #include "common/session_files.h"
 #include "common/util.h"
@@ -21,9 +22,37 @@ size_t session_filename_bound(const char *name, size_t max) {
     return n;
 }
 
-static unsigned long long min_free_bytes;
+static unsigned long long min_free_bytes, max_session_bytes;
 
 void session_images_set_min_free(unsigned long long bytes) { min_free_bytes = bytes; }
+
+void session_images_set_max_session(unsigned long long bytes) { max_session_bytes = bytes; }
+
+/* 0 when the session may store len more bytes under --max-session-mb. */
+static int session_has_room(const session *s, size_t len, char *err, size_t errlen) {
+    if (!max_session_bytes || s->stored_bytes + len <= max_session_bytes) return 0;
+    snprintf(err, errlen,
+             "Session storage limit reached: %.1f MB stored, the limit is %llu MB (--max-session-mb); image not "
+             "stored",
+             s->stored_bytes / 1048576.0, max_session_bytes >> 20);
+    return -1;
+}
+
+/* The client's message for a failed write: a full disk is named as such (what is stored is intact:
+ * every file goes in by rename, a failed one is removed), anything else with its errno text. */
+static void write_error(char *err, size_t errlen, const char *what) {
+    int e = errno;
+    if (e == ENOSPC || e == EDQUOT)
+        snprintf(err, errlen,
+                 "the server's storage is full (%s); the image was not stored and what is stored is safe; try "
+                 "again later",
+                 strerror(e));
+    else
+        snprintf(err, errlen, "cannot store the %s: %s", what, strerror(e));
+}
+
+/* Half of the image is in its temporary file: a test stops the front here (common/fault.h). */
+static void image_half_written(void) { fault_point("front_image_write"); }
 
 /* 0 when the upload leaves at least min_free_bytes free under the session's folder. */
 static int storage_has_room(const session *s, size_t len, char *err, size_t errlen) {
@@ -80,7 +109,7 @@ int session_store_image(session *s, const session_upload *up, session_stored *ou
                            "'intrinsics'); send them with this image too");
         return -1;
     }
-    if (storage_has_room(s, up->len, err, errlen)) return -1;
+    if (session_has_room(s, up->len, err, errlen) || storage_has_room(s, up->len, err, errlen)) return -1;
     if (session_images_reserve(s, s->image_count + 1)) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -98,17 +127,17 @@ int session_store_image(session *s, const session_upload *up, session_stored *ou
     /* Camera and meta go first (or stale ones from an unrecorded upload go): the image file is what
      * makes the upload count, at reload too. */
     if (up->cam ? camera_file_write(s->image_dir, idx, up->cam, s->fsync_writes) : (camera_file_remove(s->image_dir, idx), 0)) {
-        snprintf(err, errlen, "cannot store the camera: %s", strerror(errno));
+        write_error(err, errlen, "camera");
         return -1;
     }
     if (session_store_write_meta(s, idx, out->has_filename ? out->filename : NULL)) {
-        snprintf(err, errlen, "cannot store the image's name: %s", strerror(errno));
+        write_error(err, errlen, "image's name");
         if (up->cam) camera_file_remove(s->image_dir, idx);
         return -1;
     }
     if (session_image_path(path, sizeof path, s->image_dir, idx, fmt) ||
-        (s->fsync_writes ? write_file_atomic(path, up->data, up->len) : write_file_atomic_nosync(path, up->data, up->len))) {
-        snprintf(err, errlen, "cannot store the image: %s", strerror(errno));
+        write_file_atomic_hooked(path, up->data, up->len, s->fsync_writes, image_half_written)) {
+        write_error(err, errlen, "image");
         if (up->cam) camera_file_remove(s->image_dir, idx);
         session_store_remove_meta(s, idx);
         return -1;
@@ -117,6 +146,7 @@ int session_store_image(session *s, const session_upload *up, session_stored *ou
     snprintf(im->file, sizeof im->file, "%s", strrchr(path, '/') + 1);
     im->display = out->has_filename ? strdup(out->filename) : NULL;
     im->has_camera = up->cam != NULL;
+    s->stored_bytes += up->len;
     s->image_count++;
     session_touch(s);
     snprintf(out->stored_name, sizeof out->stored_name, "%s", im->file);

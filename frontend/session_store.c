@@ -5,6 +5,7 @@
  * is written to a temporary name and renamed, so a crash leaves the old or the new state. */
 #include "frontend/session_store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -96,6 +97,31 @@ static double file_mtime(const char *path) {
     struct stat st;
     if (stat(path, &st)) return 0;
     return (double)st.st_mtim.tv_sec + st.st_mtim.tv_nsec * 1e-9;
+}
+
+static unsigned long long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) ? 0 : (unsigned long long)st.st_size;
+}
+
+/* What a crash in the middle of a write left in dir: temporary files (half an image, a torn
+ * session.json) and, with keep_below >= 0, the meta and camera files of an upload that never got
+ * its image file (index >= keep_below), so nothing but what was acknowledged stays on disk. */
+static void remove_leftovers(const session *s, const char *dir, int keep_below) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *n = e->d_name, *dot = strchr(n, '.');
+        int stale = is_atomic_temp_name(n);
+        if (!stale && keep_below >= 0 && dot && dot - n == 6 && strspn(n, "0123456789") == 6 &&
+            (!strcmp(dot, ".meta.json") || !strcmp(dot, ".camera.json")))
+            stale = atoi(n) >= keep_below;
+        char path[1100];
+        if (!stale || fmt_path(path, sizeof path, "%s/%s", dir, n)) continue;
+        if (unlink(path) == 0) log_info("session %s: removed %s, left by an interrupted write", s->id, path);
+    }
+    closedir(d);
 }
 
 /* The current layout: images/ is scanned from 000000 up; each image takes its display name from
@@ -193,13 +219,18 @@ int session_store_load(session *s, int server_max_images) {
         log_warn("session %s: out of memory loading it; skipped", s->id);
         return -1;
     }
-    /* Uploads do not rewrite session.json: the newest image says when the session was last used. */
+    /* Uploads do not rewrite session.json: the newest image says when the session was last used;
+     * the images' sizes are what --max-session-mb counts. */
+    s->stored_bytes = 0;
     for (int i = 0; i < s->image_count; i++) {
         char img[700];
         if (fmt_path(img, sizeof img, "%s/%s", s->image_dir, s->images[i].file)) continue;
         double t = file_mtime(img);
         if (t > s->last_activity) s->last_activity = t;
+        s->stored_bytes += file_size(img);
     }
+    remove_leftovers(s, s->dir, -1);
+    remove_leftovers(s, s->image_dir, is_legacy ? -1 : s->image_count);
     if (is_legacy) migrate_legacy(s);
     if (s->last_auto_count < 0 || s->last_auto_count > s->image_count) s->last_auto_count = s->image_count;
     if (s->cfg.streaming) load_stream_done(s);

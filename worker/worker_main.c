@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "shm/shm_queue.h"
@@ -85,6 +86,7 @@ static int publish(shmq *q, int slot, uint64_t job_id, da3_model *model, const p
     }
     shmq_progress(q, slot, job_id, "exporting", 0.9, "Writing GLB...");
     glb_write(cloud, dst, glb_len);
+    fault_point("worker_glb_write"); /* a test kills us here: the block holds a GLB without its metadata */
     memcpy(dst + glb_len, meta, meta_len);
     free(meta);
     stage_ms[3] = (now_mono() - t0) * 1e3;

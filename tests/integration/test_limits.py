@@ -1,9 +1,14 @@
 """Limits with their errors: the free-disk floor (--min-free-mb: an upload below it is refused
 before anything is written, what is stored is untouched, uploads resume once there is room; here
-a restart with a lower floor, since the test cannot fill the real disk), and the per-client-address
-limits (WebSockets, sessions, messages and bytes per second; --trust-proxy addresses)."""
+a restart with a lower floor, since the test cannot fill the real disk; test_faults.py fills a
+real tmpfs), a session's stored bytes (--max-session-mb: refused with the figures, nothing lost,
+counted again from the files after a restart), and the per-client-address limits (WebSockets,
+sessions, messages and bytes per second; --trust-proxy addresses)."""
 import asyncio
+import hashlib
 import json
+import os
+import signal
 import time
 
 import websockets
@@ -40,6 +45,55 @@ async def main():
     ws, _ = await connect(srv, sid)
     a = await send_image(ws, make_image(70, 52, seed=3), binary=True)
     check(a.get("type") == "ack" and a.get("image_count") == 2, f"uploads resume with room: {a}")
+    await ws.close()
+
+
+async def session_bytes():
+    """--max-session-mb 1 with ~250 KB images: the ones that fit are stored, the next is refused.
+    Restarts here are kill -9 (a clean stop takes seconds; a crash is the harder case anyway)."""
+    srv.stop(signal.SIGKILL)
+    srv.args = ("--max-session-mb", "1")
+    srv.start()
+    images = [make_image(560, 420, seed=200 + i, quality=100) for i in range(6)]
+    fit, total = 0, 0
+    while fit < len(images) and total + len(images[fit]) <= 1 << 20:
+        total += len(images[fit])
+        fit += 1
+    sid = srv.create("process_res=70")
+    ws, _ = await connect(srv, sid)
+    for i in range(fit):
+        a = await send_image(ws, images[i], binary=True)
+        check(a.get("type") == "ack" and a.get("image_count") == i + 1, f"upload {i} under the limit: {a}")
+    m = await send_image(ws, images[fit], binary=True)
+    want = f"Session storage limit reached: {total / 1048576:.1f} MB stored, the limit is 1 MB (--max-session-mb); image not stored"
+    check(m.get("type") == "error" and want in m.get("message", ""), f"refused past the limit: {m} (want {want!r})")
+    await ws.send(json.dumps({"type": "ping"}))
+    check((await recv_json(ws, 10)).get("type") == "pong", "the socket stays usable")
+    other = srv.create("process_res=70")
+    ws2, _ = await connect(srv, other)
+    a = await send_image(ws2, images[fit], binary=True)
+    check(a.get("type") == "ack", f"another session is not affected: {a}")
+    await ws2.close()
+    await ws.close()
+    folder = os.path.join(srv.data_dir, "sessions", sid, "images")
+    stored = sorted(n for n in os.listdir(folder) if n.endswith(".jpg"))
+    check(stored == [f"{i:06d}.jpg" for i in range(fit)], f"nothing past the limit was written: {stored}")
+    check(all(hashlib.sha256(open(os.path.join(folder, f"{i:06d}.jpg"), "rb").read()).digest()
+              == hashlib.sha256(images[i]).digest() for i in range(fit)), "nothing stored was lost or changed")
+    # The stored bytes are counted again from the files at reload.
+    srv.stop(signal.SIGKILL)
+    srv.start()
+    ws, first = await connect(srv, sid)
+    check(first.get("image_count") == fit, f"the images survived the restart: {first}")
+    m = await send_image(ws, images[fit], binary=True)
+    check(m.get("type") == "error" and want in m.get("message", ""), f"still refused after the restart: {m}")
+    await ws.close()
+    srv.stop(signal.SIGKILL)
+    srv.args = ("--max-session-mb", "0")
+    srv.start()
+    ws, _ = await connect(srv, sid)
+    a = await send_image(ws, images[fit], binary=True)
+    check(a.get("type") == "ack" and a.get("image_count") == fit + 1, f"0 turns the limit off: {a}")
     await ws.close()
 
 
@@ -98,6 +152,7 @@ async def per_client():
 
 try:
     run(main())
+    run(session_bytes())
     run(per_client())
 finally:
     srv.stop()

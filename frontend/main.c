@@ -27,6 +27,7 @@
 #include "frontend/session_close.h"
 #include "frontend/session.h"
 #include "frontend/supervisor.h"
+#include "frontend/tls.h"
 #include "frontend/ws.h"
 
 server_state g_server;
@@ -109,7 +110,7 @@ int main(int argc, char **argv) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGHUP); /* reloads --api-keys */
+    sigaddset(&sigs, SIGHUP); /* reloads --api-keys and --tls-cert/--tls-key */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     char err[512];
@@ -120,6 +121,13 @@ int main(int argc, char **argv) {
             return 2;
         }
         log_info("API keys: %d loaded from %s; every API request and WebSocket needs one", nkeys, o->api_keys);
+    }
+    if (o->tls_cert) {
+        if (tls_init(o->tls_cert, o->tls_key, err, sizeof err)) {
+            log_error("%s", err);
+            return 2;
+        }
+        log_info("TLS: https and wss with %s", o->tls_cert);
     }
     if (cors_configure(o->cors_origins, o->api_keys != NULL, err, sizeof err)) {
         log_error("%s", err);
@@ -212,11 +220,12 @@ int main(int argc, char **argv) {
         .ws_prefix = "/ws/reconstruct",
         .front_secret = g_server.front_secret,
         .trust_proxy = o->trust_proxy,
+        .tls = o->tls_cert != NULL,
     };
     /* A client's outgoing queue holds at most about two messages of the largest size. */
     size_t out_cap = (size_t)2 * nc.max_message;
     client_limits_config lim = {.max_websockets = o->max_ws_per_client, .msg_rate = o->client_msg_rate,
-                                .byte_rate = o->client_byte_rate_mb * 1048576.0};
+                                .byte_rate = o->client_byte_rate_mb * 1048576.0, .http_rate = o->client_http_rate};
     if (backend_port < 0 || client_limits_init(&lim, max_conns) || conn_table_init(max_conns, out_cap) ||
         handler_pool_start(handlers, 1u << 20, max_conns, &ws_handlers) || net_loop_start(&nc)) {
         log_error("cannot start the front (CivetWeb on loopback, connection table or loop)");
@@ -230,9 +239,9 @@ int main(int argc, char **argv) {
     http_api_register(g_server.ctx);
     pthread_t cleaner;
     pthread_create(&cleaner, NULL, cleanup_loop, NULL);
-    log_info("da3-server listening on http://%s:%d/ (web page), %d worker(s), model %s on %s%s; "
+    log_info("da3-server listening on %s://%s:%d/ (web page), %d worker(s), model %s on %s%s; "
              "up to %d WebSockets, %d connections, %d message handlers",
-             o->host, port, o->workers, o->model, o->device,
+             o->tls_cert ? "https" : "http", o->host, port, o->workers, o->model, o->device,
              strcmp(o->model, "demo") ? "" : " [demo: UNTRAINED random weights]",
              nc.max_websockets, max_conns, handlers);
 
@@ -240,6 +249,10 @@ int main(int argc, char **argv) {
     for (;;) {
         sigwait(&sigs, &sig);
         if (sig != SIGHUP) break;
+        if (o->tls_cert) {
+            if (tls_reload(err, sizeof err)) log_error("SIGHUP: TLS certificate not reloaded, the previous one stays: %s", err);
+            else log_info("SIGHUP: TLS certificate reloaded from %s (new connections use it)", o->tls_cert);
+        }
         if (!o->api_keys) {
             log_info("SIGHUP: no --api-keys file to reload");
             continue;

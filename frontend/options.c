@@ -36,6 +36,7 @@ void options_default(server_options *o) {
     o->max_sessions_per_client = 64;
     o->client_msg_rate = 200;
     o->client_byte_rate_mb = 0;
+    o->client_http_rate = 100;
 }
 
 static void print_help(void) {
@@ -79,6 +80,9 @@ static void print_help(void) {
            "  --cors-origins LIST      origins allowed from browsers (comma list, '*', 'same-origin');\n"
            "                           default '*' without keys, 'same-origin' with them\n"
            "  --private-status         with keys: /status and /metrics need an admin key\n"
+           "  --tls-cert FILE          serve https/wss with this PEM certificate chain (with --tls-key;\n"
+           "                           both reloaded on SIGHUP)\n"
+           "  --tls-key FILE           the certificate's PEM private key\n"
            "  --min-free-mb N          refuse uploads that would leave less than N MB free under\n"
            "                           --data-dir, 0 = off (default %d)\n"
            "  --max-session-mb N       image MB one session may store, 0 = no limit (default %d)\n"
@@ -87,6 +91,8 @@ static void print_help(void) {
            "  --max-sessions-per-client N  sessions open at once (default %d)\n"
            "  --client-msg-rate N      WebSocket messages per second, bursts of 2 s (default %g)\n"
            "  --client-byte-rate-mb N  WebSocket payload MB per second, bursts of 2 s (default %g)\n"
+           "  --client-http-rate N     HTTP requests and WebSocket upgrades per second, bursts of 2 s\n"
+           "                           (default %g)\n"
            "  --trust-proxy            the client's address is the proxy's X-Real-IP / X-Forwarded-For\n"
            "  --log-level L            debug | info | warn | error (default %s)\n"
            "  --help                   this text\n",
@@ -94,7 +100,7 @@ static void print_help(void) {
            d.session_timeout, d.cleanup_interval, d.max_images, d.max_message_mb, d.max_inbound_mb, d.arena_mb,
            d.threads, d.max_websockets, d.handler_threads, d.request_timeout, d.ws_ping_interval,
            d.send_timeout, d.worker_threads, d.precision, d.min_free_mb, d.max_session_mb, d.max_ws_per_client,
-           d.max_sessions_per_client, d.client_msg_rate, d.client_byte_rate_mb, d.log_level);
+           d.max_sessions_per_client, d.client_msg_rate, d.client_byte_rate_mb, d.client_http_rate, d.log_level);
 }
 
 /* Parses a whole-string integer in [lo, hi]; prints why not and returns -1. */
@@ -135,7 +141,7 @@ static int parse_rate(const char *name, const char *s, double *out) {
 int options_parse(server_options *o, int argc, char **argv) {
     enum { O_HOST = 1000, O_PORT, O_WORKERS, O_DEVICE, O_MODEL, O_DATA, O_WEB, O_WBIN, O_MAXS,
            O_TIMEOUT, O_CLEAN, O_MAXI, O_MAXMSG, O_ARENA, O_THREADS, O_WTHREADS, O_PRECISION, O_FSYNC, O_LOG,
-           O_MAXIN, O_MAXWS, O_HTHREADS, O_REQTO, O_PING, O_SENDTO, O_KEYS, O_CORS, O_PRIVATE, O_MINFREE, O_MAXSESSMB, O_WSPC, O_SPC, O_MSGRATE, O_BYTERATE, O_TRUSTPROXY,
+           O_MAXIN, O_MAXWS, O_HTHREADS, O_REQTO, O_PING, O_SENDTO, O_KEYS, O_CORS, O_PRIVATE, O_MINFREE, O_MAXSESSMB, O_WSPC, O_SPC, O_MSGRATE, O_BYTERATE, O_TRUSTPROXY, O_HTTPRATE, O_TLSCERT, O_TLSKEY,
            O_HELP };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST},
@@ -172,6 +178,9 @@ int options_parse(server_options *o, int argc, char **argv) {
         {"client-msg-rate", required_argument, 0, O_MSGRATE},
         {"client-byte-rate-mb", required_argument, 0, O_BYTERATE},
         {"trust-proxy", no_argument, 0, O_TRUSTPROXY},
+        {"client-http-rate", required_argument, 0, O_HTTPRATE},
+        {"tls-cert", required_argument, 0, O_TLSCERT},
+        {"tls-key", required_argument, 0, O_TLSKEY},
         {"log-level", required_argument, 0, O_LOG},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
@@ -190,6 +199,9 @@ int options_parse(server_options *o, int argc, char **argv) {
         case O_MSGRATE: rc = parse_rate("client-msg-rate", optarg, &o->client_msg_rate); break;
         case O_BYTERATE: rc = parse_rate("client-byte-rate-mb", optarg, &o->client_byte_rate_mb); break;
         case O_TRUSTPROXY: o->trust_proxy = 1; break;
+        case O_HTTPRATE: rc = parse_rate("client-http-rate", optarg, &o->client_http_rate); break;
+        case O_TLSCERT: o->tls_cert = optarg; break;
+        case O_TLSKEY: o->tls_key = optarg; break;
         case O_PORT: rc = parse_int("port", optarg, 0, 65535, &o->port); break;
         case O_WORKERS: rc = parse_int("workers", optarg, 1, 64, &o->workers); break;
         case O_DEVICE: o->device = optarg; break;
@@ -229,6 +241,10 @@ int options_parse(server_options *o, int argc, char **argv) {
     }
     if (rc == 0 && optind < argc) {
         fprintf(stderr, "da3-server: unexpected argument '%s' (see --help)\n", argv[optind]);
+        rc = -1;
+    }
+    if (rc == 0 && !o->tls_cert != !o->tls_key) {
+        fprintf(stderr, "da3-server: --tls-cert and --tls-key go together\n");
         rc = -1;
     }
     if (rc == 0 && strncmp(o->device, "cpu", 3) && strncmp(o->device, "cuda", 4)) {

@@ -38,6 +38,9 @@ typedef struct {
     double client_msg_rate;     /* WebSocket messages per second per address */
     double client_byte_rate_mb; /* WebSocket payload MB per second per address */
     int trust_proxy;          /* client address from X-Real-IP / X-Forwarded-For */
+    double client_http_rate;  /* HTTP requests (upgrades included) per second per address */
+    const char *tls_cert;     /* --tls-cert PEM chain (NULL: plain HTTP); needs tls_key */
+    const char *tls_key;      /* --tls-key PEM key */
 } server_options;
 
 /* Fills the defaults. */

@@ -107,7 +107,7 @@ int camera_check_image(const uint8_t *data, size_t len, char *err, size_t errlen
     return -1;
 }
 
-static json_t *matrix_json(const double *m, int rows, int cols) {
+json_t *json_matrix_rows(const double *m, int rows, int cols) {
     json_t *all = json_array();
     for (int r = 0; r < rows; r++) {
         json_t *row = json_array();
@@ -119,8 +119,8 @@ static json_t *matrix_json(const double *m, int rows, int cols) {
 
 json_t *camera_to_json(const known_camera *cam) {
     json_t *o = json_object();
-    json_object_set_new(o, "extrinsics", matrix_json(cam->extrinsics, 4, 4));
-    json_object_set_new(o, "intrinsics", matrix_json(cam->intrinsics, 3, 3));
+    json_object_set_new(o, "extrinsics", json_matrix_rows(cam->extrinsics, 4, 4));
+    json_object_set_new(o, "intrinsics", json_matrix_rows(cam->intrinsics, 3, 3));
     return o;
 }
 

@@ -27,6 +27,9 @@ int camera_check_image(const uint8_t *data, size_t len, char *err, size_t errlen
 /* The camera as {"extrinsics": 4x4, "intrinsics": 3x3} (new reference). */
 json_t *camera_to_json(const known_camera *cam);
 
+/* A row-major rows x cols matrix as a JSON array of row arrays (the files' matrix form). */
+json_t *json_matrix_rows(const double *m, int rows, int cols);
+
 /* Writes the camera of image `index` as <image_dir>/<index:06d>.camera.json (atomically, fsync
  * when `durable`). Returns 0, or -1 with errno set. */
 int camera_file_write(const char *image_dir, int index, const known_camera *cam, int durable);

@@ -189,6 +189,16 @@ void set_error(char *err, size_t errlen, const char *fmt, ...) {
     va_end(ap);
 }
 
+int fail_msg(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
 int fmt_path(char *dst, size_t cap, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

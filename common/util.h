@@ -47,6 +47,9 @@ int is_uuid(const char *s);
 /* Formats an error message into err[errlen] (nothing when err is NULL or errlen is 0). */
 void set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* set_error, then returns -1: `return fail_msg(err, errlen, "...")` in functions that answer 0 / -1. */
+int fail_msg(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* snprintf that reports truncation: returns 0 if it fit, -1 otherwise. */
 int fmt_path(char *dst, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -17,11 +17,11 @@
 
 #include <float.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "worker/fusion_frustum.h"
 #include "worker/fusion_mat.h"
 #include "worker/fusion_sample.h"
@@ -30,16 +30,6 @@
 #define CONF_THRESH_FLOOR 1.05    /* export_to_glb's conf_thresh */
 #define ENSURE_THRESH_PCT 90.0    /* export_to_glb's ensure_thresh_percentile */
 #define CAMERA_SIZE 0.03          /* export_to_glb's camera_size */
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* Per-view camera maths, in double. */
 typedef struct {
@@ -57,14 +47,14 @@ static int prepare_cameras(const da3_prediction *pred, view_cam *cams, char *err
     for (int i = 0; i < pred->n; i++) {
         const float *k = pred->intrinsics + 9 * i, *e = pred->extrinsics + 12 * i;
         if (!all_finite(k, 9) || !all_finite(e, 12))
-            return fail(err, errlen, "view %d: non-finite camera parameters", i);
+            return fail_msg(err, errlen, "view %d: non-finite camera parameters", i);
         double kd[9], w2c[16];
         for (int j = 0; j < 9; j++) kd[j] = k[j];
         fmat4_from_3x4f(e, w2c);
         if (fmat3_invert(kd, cams[i].kinv) != 0)
-            return fail(err, errlen, "view %d: intrinsics are not invertible", i);
+            return fail_msg(err, errlen, "view %d: intrinsics are not invertible", i);
         if (fmat4_invert_affine(w2c, cams[i].c2w) != 0)
-            return fail(err, errlen, "view %d: extrinsics are not invertible", i);
+            return fail_msg(err, errlen, "view %d: extrinsics are not invertible", i);
     }
     return 0;
 }
@@ -225,15 +215,15 @@ static void shrink_points(point_cloud *pc) {
 
 static int check_input(const da3_prediction *pred, const uint8_t *rgb, const fusion_params *p,
                        char *err, size_t errlen) {
-    if (!pred || !rgb || !p) return fail(err, errlen, "fusion: missing prediction, colours or parameters");
+    if (!pred || !rgb || !p) return fail_msg(err, errlen, "fusion: missing prediction, colours or parameters");
     if (pred->n < 1 || pred->height < 1 || pred->width < 1)
-        return fail(err, errlen, "fusion: empty prediction (%d views of %dx%d)", pred->n, pred->width, pred->height);
+        return fail_msg(err, errlen, "fusion: empty prediction (%d views of %dx%d)", pred->n, pred->width, pred->height);
     if (!pred->depth || !pred->conf || !pred->extrinsics || !pred->intrinsics)
-        return fail(err, errlen, "fusion: the prediction lacks depth, confidence or cameras");
-    if (p->num_max_points < 0) return fail(err, errlen, "fusion: num_max_points is negative");
+        return fail_msg(err, errlen, "fusion: the prediction lacks depth, confidence or cameras");
+    if (p->num_max_points < 0) return fail_msg(err, errlen, "fusion: num_max_points is negative");
     /* 16 bytes of output per pixel must fit in size_t. */
     if ((size_t)pred->n > SIZE_MAX / 16 / (size_t)pred->height / (size_t)pred->width)
-        return fail(err, errlen, "fusion: prediction too large");
+        return fail_msg(err, errlen, "fusion: prediction too large");
     return 0;
 }
 
@@ -246,11 +236,11 @@ static int all_finite_d(const double *v, int n) {
 static int check_fixed(const fusion_fixed *f, const da3_prediction *pred, const fusion_params *p, char *err,
                        size_t errlen) {
     if (!all_finite_d(f->placement.a0, 16) || !all_finite_d(f->placement.centre, 3))
-        return fail(err, errlen, "fusion: the fixed placement is not finite");
+        return fail_msg(err, errlen, "fusion: the fixed placement is not finite");
     if (p->show_cameras && !(f->camera_depth > 0.0 && isfinite(f->camera_depth)))
-        return fail(err, errlen, "fusion: the fixed frustum depth must be positive");
+        return fail_msg(err, errlen, "fusion: the fixed frustum depth must be positive");
     if (f->camera_first < 0 || f->camera_total < 1 || f->camera_first > f->camera_total - pred->n)
-        return fail(err, errlen, "fusion: frustum colours %d..%d of %d", f->camera_first,
+        return fail_msg(err, errlen, "fusion: frustum colours %d..%d of %d", f->camera_first,
                     f->camera_first + pred->n - 1, f->camera_total);
     return 0;
 }
@@ -260,7 +250,7 @@ static int check_fixed(const fusion_fixed *f, const da3_prediction *pred, const 
  * else is one code path, which is what makes fixed reproduce a normal cloud bit for bit. */
 static int fuse(const da3_prediction *pred, const uint8_t *rgb, const fusion_params *p, const fusion_fixed *fixed,
                 point_cloud *out, char *err, size_t errlen) {
-    if (!out) return fail(err, errlen, "fusion: no output");
+    if (!out) return fail_msg(err, errlen, "fusion: no output");
     memset(out, 0, sizeof *out);
     if (check_input(pred, rgb, p, err, errlen) != 0) return -1;
     if (fixed && check_fixed(fixed, pred, p, err, errlen) != 0) return -1;
@@ -273,14 +263,14 @@ static int fuse(const da3_prediction *pred, const uint8_t *rgb, const fusion_par
     out->xyz = malloc(npix * 3 * sizeof(float));
     out->rgba = malloc(npix * 4);
     if (!cams || !scratch || !out->xyz || !out->rgba) {
-        fail(err, errlen, "fusion: out of memory for %zu pixels", npix);
+        fail_msg(err, errlen, "fusion: out of memory for %zu pixels", npix);
         goto error;
     }
     if (prepare_cameras(pred, cams, err, errlen) != 0) goto error;
 
     double thr;
     if (confidence_threshold(pred->conf, npix, p->conf_thresh_percentile, scratch, &thr) != 0) {
-        fail(err, errlen, "fusion: out of memory");
+        fail_msg(err, errlen, "fusion: out of memory");
         goto error;
     }
 
@@ -299,7 +289,7 @@ static int fuse(const da3_prediction *pred, const uint8_t *rgb, const fusion_par
 
     /* A = T_center * A0: only A0's translation column changes (A0's last row is 0 0 0 1). */
     if (!fixed && axis_medians(out->xyz, m, scratch, pl->centre) != 0) {
-        fail(err, errlen, "fusion: out of memory");
+        fail_msg(err, errlen, "fusion: out of memory");
         goto error;
     }
     memcpy(out->alignment, pl->a0, sizeof pl->a0);
@@ -315,7 +305,7 @@ static int fuse(const da3_prediction *pred, const uint8_t *rgb, const fusion_par
         int first = fixed ? fixed->camera_first : 0, total = fixed ? fixed->camera_total : pred->n;
         if ((!fixed && camera_depth_of(out->xyz, out->n_points, scratch, &depth) != 0) ||
             add_cameras(pred, cams, depth, first, total, out) != 0) {
-            fail(err, errlen, "fusion: out of memory for the cameras");
+            fail_msg(err, errlen, "fusion: out of memory for the cameras");
             goto error;
         }
     }
@@ -339,7 +329,7 @@ int fuse_point_cloud_fixed(const da3_prediction *pred, const uint8_t *rgb, const
                            const fusion_fixed *fixed, point_cloud *out, char *err, size_t errlen) {
     if (!fixed) {
         if (out) memset(out, 0, sizeof *out);
-        return fail(err, errlen, "fusion: no fixed placement");
+        return fail_msg(err, errlen, "fusion: no fixed placement");
     }
     return fuse(pred, rgb, p, fixed, out, err, errlen);
 }

@@ -12,27 +12,16 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/camera_json.h"
 #include "common/session_files.h"
 #include "common/util.h"
 #include "worker/fusion_sample.h"
 #include "worker/session_input.h"
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static void report(pipeline_progress_fn fn, void *ctx, const char *stage, double progress, const char *message) {
     if (fn) fn(ctx, stage, progress, message);
@@ -142,9 +131,9 @@ int stream_chunk_write(const char *dir, stream_chunk *c, char *err, size_t errle
     memcpy(c->block, &h, sizeof h);
     char path[1024];
     if (stream_chunk_path(path, sizeof path, dir, c->index) != 0)
-        return fail(err, errlen, "streaming: the stream folder's path is too long");
+        return fail_msg(err, errlen, "streaming: the stream folder's path is too long");
     if (ensure_stream_dir(dir) != 0 || write_file_atomic(path, c->block, c->block_len) != 0)
-        return fail(err, errlen, "streaming: cannot write chunk file chunk_%04d.bin (%zu bytes): %s", c->index,
+        return fail_msg(err, errlen, "streaming: cannot write chunk file chunk_%04d.bin (%zu bytes): %s", c->index,
                     c->block_len, strerror(errno));
     return 0;
 }
@@ -192,16 +181,16 @@ int stream_chunk_read(const char *dir, const stream_chunk_info *expect, int heig
     memset(c, 0, sizeof *c);
     char path[1024], why[256];
     if (stream_chunk_path(path, sizeof path, dir, expect->index) != 0)
-        return fail(err, errlen, "streaming: the stream folder's path is too long");
+        return fail_msg(err, errlen, "streaming: the stream folder's path is too long");
     size_t len = 0;
     uint8_t *data = read_file(path, &len);
     if (!data)
-        return fail(err, errlen, "streaming: chunk file chunk_%04d.bin cannot be read: %s", expect->index,
+        return fail_msg(err, errlen, "streaming: chunk file chunk_%04d.bin cannot be read: %s", expect->index,
                     strerror(errno));
     const char *defect = chunk_defect(data, len, expect, height, width, why, sizeof why);
     if (defect) {
         free(data);
-        return fail(err, errlen, "streaming: chunk file chunk_%04d.bin is unusable: %s", expect->index, defect);
+        return fail_msg(err, errlen, "streaming: chunk file chunk_%04d.bin is unusable: %s", expect->index, defect);
     }
     c->block = data;
     c->block_len = len;
@@ -219,20 +208,10 @@ void stream_chunk_free(stream_chunk *c) {
 
 /* ---------- state.json ---------- */
 
-static json_t *json_matrix(const double *m, int rows, int cols) {
-    json_t *all = json_array();
-    for (int r = 0; r < rows; r++) {
-        json_t *row = json_array();
-        for (int c = 0; c < cols; c++) json_array_append_new(row, json_real(m[r * cols + c]));
-        json_array_append_new(all, row);
-    }
-    return all;
-}
-
 static json_t *json_matrix_f(const float *m, int rows, int cols) {
     double d[16];
     for (int i = 0; i < rows * cols; i++) d[i] = m[i];
-    return json_matrix(d, rows, cols);
+    return json_matrix_rows(d, rows, cols);
 }
 
 static json_t *json_vector(const double *v, int n) {
@@ -295,7 +274,7 @@ static int real_field(const json_t *o, const char *key, double *out) {
 static json_t *sim3_to_json(const stream_sim3 *s) {
     json_t *o = json_object();
     json_object_set_new(o, "s", json_real(s->s));
-    json_object_set_new(o, "r", json_matrix(s->r, 3, 3));
+    json_object_set_new(o, "r", json_matrix_rows(s->r, 3, 3));
     json_object_set_new(o, "t", json_vector(s->t, 3));
     return o;
 }
@@ -363,9 +342,9 @@ static json_t *state_to_json(const stream_state *st) {
     json_object_set_new(o, "height", json_integer(st->height));
     json_object_set_new(o, "width", json_integer(st->width));
     json_object_set_new(o, "known_cameras", json_boolean(st->known_cameras));
-    json_object_set_new(o, "alignment", json_matrix(st->frame.alignment, 4, 4));
+    json_object_set_new(o, "alignment", json_matrix_rows(st->frame.alignment, 4, 4));
     json_t *pl = json_object();
-    json_object_set_new(pl, "a0", json_matrix(st->frame.placement.a0, 4, 4));
+    json_object_set_new(pl, "a0", json_matrix_rows(st->frame.placement.a0, 4, 4));
     json_object_set_new(pl, "centre", json_vector(st->frame.placement.centre, 3));
     json_object_set_new(o, "placement", pl);
     json_object_set_new(o, "camera_depth", json_real(st->frame.camera_depth));
@@ -444,24 +423,24 @@ int stream_state_load(const char *dir, stream_state *st, char *err, size_t errle
     memset(st, 0, sizeof *st);
     char path[1024];
     if (fmt_path(path, sizeof path, "%s/state.json", dir) != 0)
-        return fail(err, errlen, "streaming: the stream folder's path is too long");
+        return fail_msg(err, errlen, "streaming: the stream folder's path is too long");
     size_t len = 0;
     uint8_t *data = read_file(path, &len);
     if (!data) {
         if (errno == ENOENT) return 0;
-        return fail(err, errlen, "streaming: the stream state (state.json) cannot be read: %s", strerror(errno));
+        return fail_msg(err, errlen, "streaming: the stream state (state.json) cannot be read: %s", strerror(errno));
     }
     json_error_t jerr;
     json_t *root = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
     free(data);
     if (!root)
-        return fail(err, errlen, "streaming: the stream state (state.json) is not valid JSON (line %d: %s)", jerr.line,
+        return fail_msg(err, errlen, "streaming: the stream state (state.json) is not valid JSON (line %d: %s)", jerr.line,
                     jerr.text);
     const char *defect = state_from_json(root, st);
     json_decref(root);
     if (defect) {
         stream_state_free(st);
-        return fail(err, errlen, "streaming: the stream state (state.json) is invalid: %s", defect);
+        return fail_msg(err, errlen, "streaming: the stream state (state.json) is invalid: %s", defect);
     }
     return 1;
 }
@@ -469,15 +448,15 @@ int stream_state_load(const char *dir, stream_state *st, char *err, size_t errle
 int stream_state_save(const char *dir, const stream_state *st, char *err, size_t errlen) {
     char path[1024];
     if (fmt_path(path, sizeof path, "%s/state.json", dir) != 0)
-        return fail(err, errlen, "streaming: the stream folder's path is too long");
+        return fail_msg(err, errlen, "streaming: the stream folder's path is too long");
     json_t *root = state_to_json(st);
     /* 17 digits: every double (and every float) reads back as exactly the value written */
     char *text = root ? json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(root);
-    if (!text) return fail(err, errlen, "streaming: out of memory for the stream state");
+    if (!text) return fail_msg(err, errlen, "streaming: out of memory for the stream state");
     int rc = ensure_stream_dir(dir) == 0 && write_file_atomic(path, text, strlen(text)) == 0 ? 0 : -1;
     free(text);
-    if (rc) return fail(err, errlen, "streaming: cannot write the stream state (state.json): %s", strerror(errno));
+    if (rc) return fail_msg(err, errlen, "streaming: cannot write the stream state (state.json): %s", strerror(errno));
     return 0;
 }
 
@@ -545,7 +524,7 @@ static int committed_retry(const stream_state *st, const stream_request *rq) {
 }
 
 static int mismatch(const stream_state *st, const stream_request *rq, char *err, size_t errlen) {
-    return fail(err, errlen,
+    return fail_msg(err, errlen,
                 "streaming: stream state mismatch: the stream holds %d image(s) in %d chunk(s), but this job "
                 "expected %d (with %d in the session)",
                 st->done, st->n_chunks, rq->stream_from, rq->image_count);
@@ -584,11 +563,11 @@ static int align_to_previous(const stream_chunk *prev, const pipeline_result *re
     stream_overlap before, after;
     if (stream_overlap_from_prediction(&prev->pred, prev->pred.n - ov, ov, &before) != 0 ||
         stream_overlap_from_prediction(&res->pred, 0, ov, &after) != 0)
-        return fail(err, errlen, "streaming: internal error: overlap of %d frames out of range", ov);
+        return fail_msg(err, errlen, "streaming: internal error: overlap of %d frames out of range", ov);
     stream_align_report rep;
     int status = stream_align_overlap(&before, &after, ov, res->pred.height, res->pred.width, NULL, &info->sim3, &rep);
     if (status != STREAM_ALIGN_OK)
-        return fail(err, errlen,
+        return fail_msg(err, errlen,
                     "streaming: images %d..%d could not be aligned to the previous chunk: %s (%ld of %ld overlap "
                     "pixels usable); consecutive images must show much of the same scene",
                     plan->start, plan->end - 1, stream_align_status_text(status), rep.n_kept, rep.n_pixels);
@@ -603,7 +582,7 @@ static int align_to_previous(const stream_chunk *prev, const pipeline_result *re
 /* A chunk must be of the stream's kind: all known cameras or none, as chunk 0 was. */
 static int check_cameras(const stream_state *st, const chunk_plan *plan, int known, char *err, size_t errlen) {
     if (st->n_chunks == 0 || known == st->known_cameras) return 0;
-    return fail(err, errlen, "streaming: images %d..%d %s known cameras but the stream's earlier images %s",
+    return fail_msg(err, errlen, "streaming: images %d..%d %s known cameras but the stream's earlier images %s",
                 plan->start, plan->end - 1, known ? "have" : "have no", known ? "have none" : "have them");
 }
 
@@ -612,7 +591,7 @@ static int check_cameras(const stream_state *st, const chunk_plan *plan, int kno
 static int check_size(const stream_state *st, const chunk_plan *plan, const da3_prediction *pred, char *err,
                       size_t errlen) {
     if (st->n_chunks == 0 || (pred->height == st->height && pred->width == st->width)) return 0;
-    return fail(err, errlen,
+    return fail_msg(err, errlen,
                 "streaming: images %d..%d were processed at %dx%d but the stream's earlier images at %dx%d: a "
                 "streaming session needs images of one size (and one process_res)",
                 plan->start, plan->end - 1, pred->width, pred->height, st->width, st->height);
@@ -651,7 +630,7 @@ static int predict_chunk(da3_model *m, const char *image_dir, const stream_state
     }
     if (rc == 0 && stream_chunk_alloc(c, info->index, plan->start, plan->new_start, plan->end, res.pred.height,
                                       res.pred.width) != 0)
-        rc = fail(err, errlen, "streaming: out of memory for a chunk of %d views", res.pred.n);
+        rc = fail_msg(err, errlen, "streaming: out of memory for a chunk of %d views", res.pred.n);
     if (rc == 0) map_into_session(&res, &info->sim3, align, c);
     pipeline_result_free(&res);
     if (rc) stream_chunk_free(c);
@@ -671,7 +650,7 @@ static int commit_chunk(const char *dir, stream_state *st, stream_chunk *c, cons
         st->known_cameras = known;
         st->frame = *frame0;
     }
-    if (state_append(st, c, info) != 0) return fail(err, errlen, "streaming: out of memory for the stream state");
+    if (state_append(st, c, info) != 0) return fail_msg(err, errlen, "streaming: out of memory for the stream state");
     return stream_state_save(dir, st, err, errlen);
 }
 
@@ -705,7 +684,7 @@ int stream_chunk_delta(const stream_state *st, const stream_chunk *c, const fusi
     /* without frustums the cloud measured none; later jobs may ask for them */
     if (!p->show_cameras && fusion_camera_depth(out, &frame0->camera_depth) != 0) {
         point_cloud_free(out);
-        return fail(err, errlen, "streaming: out of memory");
+        return fail_msg(err, errlen, "streaming: out of memory");
     }
     return 0;
 }
@@ -765,7 +744,7 @@ static int merge_stream(const char *dir, const stream_state *st, const fusion_pa
         rc = cloud_append(out, &pts_cap, &cam_cap, &part);
         point_cloud_free(&part);
         if (rc) {
-            fail(err, errlen, "streaming: out of memory merging %d chunks (%zu points so far)", st->n_chunks,
+            fail_msg(err, errlen, "streaming: out of memory merging %d chunks (%zu points so far)", st->n_chunks,
                  out->n_points);
             goto error;
         }
@@ -810,7 +789,7 @@ static int run_chunk_job(da3_model *m, const char *image_dir, const char *dir, c
     }
     chunk_plan plan;
     if (plan_chunk(st->done, last_frames(st), rq, &plan) != 0)
-        return fail(err, errlen, "streaming: no new images: the stream already holds the session's %d image(s)",
+        return fail_msg(err, errlen, "streaming: no new images: the stream already holds the session's %d image(s)",
                     st->done);
     stream_chunk prev = {0}, c;
     stream_chunk_info info;
@@ -874,7 +853,7 @@ static int run_finalize(da3_model *m, const char *image_dir, const char *dir, co
                         const pipeline_params *p, pipeline_progress_fn progress, void *ctx, stream_result *out,
                         char *err, size_t errlen) {
     stream_state *st = &out->state;
-    if (rq->image_count < 1) return fail(err, errlen, "No images in session");
+    if (rq->image_count < 1) return fail_msg(err, errlen, "No images in session");
     if (st->done < rq->stream_from || st->done > rq->image_count) return mismatch(st, rq, err, errlen);
     const int count = chunks_left(st, rq);
     stream_chunk prev = {0};
@@ -921,13 +900,13 @@ int stream_session_run(da3_model *m, const char *image_dir, const stream_request
     out->chunk = -1;
     if (rq->chunk_size < 2 || rq->overlap < 1 || rq->overlap >= rq->chunk_size || rq->stream_from < 0 ||
         rq->image_count < 0)
-        return fail(err, errlen,
+        return fail_msg(err, errlen,
                     "streaming: chunk_size must be at least 2 and overlap between 1 and chunk_size - 1 (got %d and "
                     "%d, from image %d of %d)",
                     rq->chunk_size, rq->overlap, rq->stream_from, rq->image_count);
     char dir[1024];
     if (session_stream_dir(dir, sizeof dir, image_dir) != 0)
-        return fail(err, errlen, "streaming: the stream folder's path is too long");
+        return fail_msg(err, errlen, "streaming: the stream folder's path is too long");
     if (stream_state_load(dir, &out->state, err, errlen) < 0) return -1;
     int rc = rq->finalize ? run_finalize(m, image_dir, dir, rq, p, progress, ctx, out, err, errlen)
                           : run_chunk_job(m, image_dir, dir, rq, p, progress, ctx, out, err, errlen);

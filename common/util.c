@@ -155,10 +155,22 @@ int remove_tree(const char *path) {
 
 void uuid4(char out[37]) {
     uint8_t b[16];
-    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
-        /* getrandom only fails before the entropy pool is ready; fall back to the clock. */
-        uint64_t t = (uint64_t)(now_wall() * 1e9) ^ (uint64_t)getpid() << 32;
-        for (int i = 0; i < 16; i++) b[i] = (uint8_t)(t >> (8 * (i % 8))) ^ (uint8_t)(i * 37);
+    /* Session ids are the only secret guarding a session when keys are off: 122 bits from the
+     * OS or none at all. getrandom(flags 0) blocks until the pool is ready and returns 16 bytes
+     * whole; only a signal interrupts it. Anything else (no getrandom: a pre-3.17 kernel, a
+     * seccomp filter) tries /dev/urandom, then stops the process rather than issue a guessable
+     * id. */
+    ssize_t got;
+    while ((got = getrandom(b, sizeof b, 0)) < 0 && errno == EINTR) {
+    }
+    if (got != (ssize_t)sizeof b) {
+        FILE *f = fopen("/dev/urandom", "rb");
+        size_t n = f ? fread(b, 1, sizeof b, f) : 0;
+        if (f) fclose(f);
+        if (n != sizeof b) {
+            fprintf(stderr, "da3: no random bytes from the OS (getrandom, /dev/urandom): cannot make session ids\n");
+            abort();
+        }
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;

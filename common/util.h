@@ -38,7 +38,8 @@ int mkdir_p(const char *path);
 /* Removes a directory tree (like rm -rf); returns 0 or -1. A missing path is success. */
 int remove_tree(const char *path);
 
-/* Writes a random RFC 4122 version-4 UUID (36 chars + NUL) into out[37]. */
+/* Writes a random RFC 4122 version-4 UUID (36 chars + NUL, 122 bits from the OS) into out[37];
+ * aborts when the OS gives no random bytes (never a guessable id). */
 void uuid4(char out[37]);
 
 /* 1 if s is a canonical lowercase UUID string, else 0 (used to reject path tricks in ids). */

@@ -169,7 +169,10 @@ int tls_handshake(tls_conn *t, char *why, size_t whylen) {
     ERR_clear_error();
     errno = 0;
     int rc = SSL_do_handshake(t->ssl);
-    if (rc == 1) return 1;
+    if (rc == 1) {
+        SSL_free_buffers(t->ssl); /* most connections now wait for a request: hold no buffers */
+        return 1;
+    }
     int e = SSL_get_error(t->ssl, rc);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         t->want_write = e == SSL_ERROR_WANT_WRITE;

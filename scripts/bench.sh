@@ -5,6 +5,7 @@
 #   BENCH_STREAM_VIEWS=16,64,256  session sizes for streaming vs plain generate ("" skips it; the
 #                        default takes ~15 min on 2 cores); BENCH_STREAM_RES=504 its resolution
 #   BENCH_REPEATS=3      generate runs per measurement after one warm-up
+#   (also: what TLS in the front costs, tests/bench/bench_tls.py, ~20 s)
 #   BENCH_SEED=1         also measure the seed's Python server (../shared/tools/seed_server, set up
 #                        with its setup.sh) side by side, both on the seed's DA3-Small random weights
 #   DA3_REF=DIR          also time the DA3 reference network in PyTorch (a local, uncommitted copy
@@ -98,6 +99,10 @@ if [[ "${BENCH_SEED:-0}" == 1 ]]; then
   /usr/bin/python3 tests/bench/bench_server.py "$((port + 1))" "${imgs[@]}" --repeats 1 --uploads 50 --pid "$seedpid"
   kill "$seedpid"
 fi
+
+# What TLS in the front costs (tests/bench/bench_tls.py: handshakes, idle memory, uploads).
+echo "== TLS (--tls-cert) against plain, same build; CPU $cpu"
+/usr/bin/python3 tests/bench/bench_tls.py "$BUILD" || echo "(bench_tls failed)"
 
 # Streaming vs plain generate as a session grows (issue 10's figures). BENCH_STREAM_VIEWS sizes
 # (chunk ends: multiples of chunk_size - overlap = 8), BENCH_STREAM_RES the resolution; "" skips.

@@ -8,23 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "worker/mat3.h"
+
 /* DA3 switches to RANSAC from this many views (ransac_view_thresh) and runs this many rounds. */
 #define RANSAC_MIN_VIEWS 10
 #define RANSAC_ROUNDS 10
 #define RANSAC_SEED 42
 /* DA3 clamps the median camera distance to this before dividing by it. */
 #define MIN_MEDIAN_DISTANCE 0.1
-
-static void mat3_mul(const double a[9], const double b[9], double out[9]) {
-    double r[9];
-    for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 3; j++) r[i * 3 + j] = a[i * 3] * b[j] + a[i * 3 + 1] * b[3 + j] + a[i * 3 + 2] * b[6 + j];
-    memcpy(out, r, sizeof r);
-}
-
-static double mat3_det(const double m[9]) {
-    return m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) + m[2] * (m[3] * m[7] - m[4] * m[6]);
-}
 
 void pose_affine_inverse(const double m[16], double out[16]) {
     double ri[9]; /* R^T: what DA3 uses, and exact for the rotations camera_json accepts */
@@ -83,84 +74,6 @@ int pose_normalize_extrinsics(int n, const double *ext, double *out, double *med
     return 0;
 }
 
-/* SVD of a 3x3 matrix by one-sided Jacobi: a = u diag(d) v^T, d sorted descending. Columns of
- * u for zero singular values are completed to an orthonormal basis. */
-static void svd3(const double a[9], double u[9], double d[3], double v[9]) {
-    double m[9];
-    memcpy(m, a, sizeof m);
-    static const double id[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
-    memcpy(v, id, sizeof id);
-    for (int sweep = 0; sweep < 60; sweep++) {
-        int rotated = 0;
-        for (int p = 0; p < 2; p++)
-            for (int q = p + 1; q < 3; q++) {
-                double alpha = 0, beta = 0, gamma = 0;
-                for (int i = 0; i < 3; i++) {
-                    alpha += m[i * 3 + p] * m[i * 3 + p];
-                    beta += m[i * 3 + q] * m[i * 3 + q];
-                    gamma += m[i * 3 + p] * m[i * 3 + q];
-                }
-                if (fabs(gamma) <= 1e-15 * sqrt(alpha * beta) || gamma == 0) continue;
-                rotated = 1;
-                double zeta = (beta - alpha) / (2 * gamma);
-                double t = (zeta >= 0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1 + zeta * zeta));
-                double c = 1 / sqrt(1 + t * t), s = c * t;
-                for (int i = 0; i < 3; i++) {
-                    double mp = m[i * 3 + p], mq = m[i * 3 + q];
-                    m[i * 3 + p] = c * mp - s * mq;
-                    m[i * 3 + q] = s * mp + c * mq;
-                    double vp = v[i * 3 + p], vq = v[i * 3 + q];
-                    v[i * 3 + p] = c * vp - s * vq;
-                    v[i * 3 + q] = s * vp + c * vq;
-                }
-            }
-        if (!rotated) break;
-    }
-    int order[3] = {0, 1, 2};
-    double norm[3];
-    for (int j = 0; j < 3; j++) norm[j] = sqrt(m[j] * m[j] + m[3 + j] * m[3 + j] + m[6 + j] * m[6 + j]);
-    for (int i = 0; i < 3; i++) /* sort columns by singular value, largest first */
-        for (int j = i + 1; j < 3; j++)
-            if (norm[order[j]] > norm[order[i]]) {
-                int tmp = order[i];
-                order[i] = order[j];
-                order[j] = tmp;
-            }
-    double vs[9];
-    const double scale_max = norm[order[0]];
-    for (int k = 0; k < 3; k++) {
-        int j = order[k];
-        d[k] = norm[j];
-        for (int i = 0; i < 3; i++) vs[i * 3 + k] = v[i * 3 + j];
-        if (norm[j] > 1e-12 * (scale_max > 0 ? scale_max : 1)) {
-            for (int i = 0; i < 3; i++) u[i * 3 + k] = m[i * 3 + j] / norm[j];
-        } else if (k == 2 && d[1] > 1e-12 * scale_max) { /* third column: u0 x u1 */
-            u[2] = u[3] * u[7] - u[6] * u[4];
-            u[5] = u[6] * u[1] - u[0] * u[7];
-            u[8] = u[0] * u[4] - u[3] * u[1];
-        } else { /* rank <= 1 from here: any orthonormal completion will do */
-            double e[3] = {0, 0, 0};
-            e[k] = 1;
-            for (int prev = 0; prev < k; prev++) { /* Gram-Schmidt against earlier columns */
-                double dot = e[0] * u[prev] + e[1] * u[3 + prev] + e[2] * u[6 + prev];
-                for (int i = 0; i < 3; i++) e[i] -= dot * u[i * 3 + prev];
-            }
-            double len = sqrt(e[0] * e[0] + e[1] * e[1] + e[2] * e[2]);
-            if (len < 1e-6) { /* e was in the span: try the next axis */
-                e[0] = e[1] = e[2] = 0;
-                e[(k + 1) % 3] = 1;
-                for (int prev = 0; prev < k; prev++) {
-                    double dot = e[0] * u[prev] + e[1] * u[3 + prev] + e[2] * u[6 + prev];
-                    for (int i = 0; i < 3; i++) e[i] -= dot * u[i * 3 + prev];
-                }
-                len = sqrt(e[0] * e[0] + e[1] * e[1] + e[2] * e[2]);
-            }
-            for (int i = 0; i < 3; i++) u[i * 3 + k] = e[i] / len;
-        }
-    }
-    memcpy(v, vs, sizeof vs);
-}
-
 int pose_umeyama(int n, const double *src, const double *dst, double r[9], double t[3], double *s) {
     static const double id[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
     memcpy(r, id, sizeof id);
@@ -186,7 +99,7 @@ int pose_umeyama(int n, const double *src, const double *dst, double r[9], doubl
     }
     if (!(var_x > 1e-24)) return -1;
     double u[9], d[3], v[9];
-    svd3(cov, u, d, v);
+    mat3_svd(cov, u, d, v);
     double flip = mat3_det(u) * mat3_det(v) < 0 ? -1.0 : 1.0; /* keep R a rotation */
     double us[9];
     for (int i = 0; i < 3; i++)

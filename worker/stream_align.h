@@ -110,14 +110,6 @@ void stream_camera_backproject(const stream_camera *cam, double u, double v, dou
  * when the range is outside the prediction. */
 int stream_overlap_from_prediction(const da3_prediction *p, int first, int n_frames, stream_overlap *out);
 
-/* SVD of a 3x3 matrix: a = u diag(sigma) v^T, sigma[0] >= sigma[1] >= sigma[2] >= 0, u and v
- * orthonormal (either may have det -1). Via a Jacobi eigen-decomposition of a^T a; exact to
- * rounding when sigma[1] >= ~1e-7 sigma[0] (what a non-degenerate alignment needs). */
-void stream_svd3(const double a[9], double u[9], double sigma[3], double v[9]);
-
-/* The rotation R (det +1) maximising trace(R^T h) for a cross-covariance h = sum w a b^T: the
- * best rotation taking the b's onto the a's (Kabsch; a reflection is never returned). */
-void stream_rotation_from_covariance(const double h[9], double r[9]);
 
 /* Fits the Sim(3) mapping the new chunk's gauge onto the previous chunk's from their overlap
  * frames (n_frames frames of height x width in each): *out satisfies

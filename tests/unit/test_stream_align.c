@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "tests/unit/check.h"
+#include "worker/mat3.h"
 #include "worker/stream_align.h"
 
 #define W 64
@@ -340,7 +341,7 @@ static void test_backproject(void) {
 
 static void check_svd(const double a[9], const char *what) {
     double u[9], s[3], v[9], ut[9], vt[9], uu[9], vv[9];
-    stream_svd3(a, u, s, v);
+    mat3_svd(a, u, s, v);
     mat_t(u, ut);
     mat_t(v, vt);
     mat_mul(ut, u, uu);
@@ -387,7 +388,7 @@ static void test_svd(void) {
     check_svd((double[9]){1, 0, 0, 0, 1, 0, 0, 0, -1}, "reflection");
     check_svd((double[9]){0, -2, 0, 5, 0, 0, 0, 0, 1e-9}, "permutation");
     double u[9], s[3], v[9];
-    stream_svd3(a2, u, s, v);
+    mat3_svd(a2, u, s, v);
     CHECK_NEAR(s[0], 3, 1e-12);
     CHECK_NEAR(s[1], 1, 1e-12);
     CHECK_NEAR(s[2], 0, 1e-12);
@@ -408,11 +409,11 @@ static void test_rotation_reflection(void) {
             for (int i = 0; i < 3; i++)
                 for (int j = 0; j < 3; j++) h[3 * i + j] += a[i] * b[j];
         }
-        stream_rotation_from_covariance(h, r);
+        mat3_rotation_from_covariance(h, r);
         CHECK_NEAR(det3(r), 1.0, 1e-12);
         CHECK_MSG(rotation_error_deg(r, rt) < 1e-6, "planar trial %d: %g deg", trial, rotation_error_deg(r, rt));
         double u[9], s[3], v[9], uvt[9], vt[9];
-        stream_svd3(h, u, s, v);
+        mat3_svd(h, u, s, v);
         mat_t(v, vt);
         mat_mul(u, vt, uvt);
         naive_reflections += det3(uvt) < 0;
@@ -422,7 +423,7 @@ static void test_rotation_reflection(void) {
     CHECK(naive_reflections > 0);
     /* A true mirror: the output is a rotation. */
     double mirror[9] = {1, 0, 0, 0, 1, 0, 0, 0, -1}, r[9];
-    stream_rotation_from_covariance(mirror, r);
+    mat3_rotation_from_covariance(mirror, r);
     CHECK_NEAR(det3(r), 1.0, 1e-12);
 }
 

@@ -24,7 +24,7 @@ typedef struct {
 static struct {
     atomic_ullong bytes_in, bytes_out;
     atomic_ullong websockets_opened, sessions_created, worker_restarts;
-    atomic_ullong tls_handshakes, tls_handshake_failures;
+    atomic_ullong tls_handshakes, tls_handshake_failures, tls_refused;
     atomic_ullong jobs_submitted, jobs_rejected;
     atomic_ullong jobs[METRICS_JOB_OUTCOMES];
     histogram queue_wait;
@@ -40,6 +40,7 @@ void metrics_bytes_received(size_t n) { add(&m.bytes_in, n); }
 void metrics_bytes_sent(size_t n) { add(&m.bytes_out, n); }
 void metrics_websocket_opened(void) { add(&m.websockets_opened, 1); }
 void metrics_tls_handshake(int ok) { add(ok ? &m.tls_handshakes : &m.tls_handshake_failures, 1); }
+void metrics_tls_refused(void) { add(&m.tls_refused, 1); }
 void metrics_session_created(void) { add(&m.sessions_created, 1); }
 void metrics_worker_restarted(void) { add(&m.worker_restarts, 1); }
 void metrics_job_submitted(void) { add(&m.jobs_submitted, 1); }
@@ -171,6 +172,9 @@ char *metrics_render(const metrics_gauges *g, size_t *len) {
     counter(&b, "da3_tls_handshake_failures_total",
             "TLS handshakes that failed or were abandoned (e.g. plain HTTP on the TLS port).",
             atomic_load(&m.tls_handshake_failures));
+    counter(&b, "da3_tls_connections_refused_total",
+            "TLS connections closed before their handshake: the address was over --client-http-rate.",
+            atomic_load(&m.tls_refused));
     counter(&b, "da3_received_bytes_total", "Bytes read from client sockets.", atomic_load(&m.bytes_in));
     counter(&b, "da3_sent_bytes_total", "Bytes written to client sockets.", atomic_load(&m.bytes_out));
     gauge(&b, "da3_inbound_bytes", "Bytes incoming WebSocket messages hold now (against --max-inbound-mb).",

@@ -34,6 +34,7 @@ void metrics_bytes_received(size_t n);        /* from client sockets */
 void metrics_bytes_sent(size_t n);            /* to client sockets */
 void metrics_websocket_opened(void);          /* an upgrade answered 101 */
 void metrics_tls_handshake(int ok);           /* a TLS handshake ended: 1 done, 0 failed */
+void metrics_tls_refused(void);               /* a TLS connection closed at accept (request rate) */
 void metrics_session_created(void);
 void metrics_worker_restarted(void);          /* a worker started again after it exited */
 void metrics_job_submitted(void);             /* a job entered the queue */

@@ -115,6 +115,7 @@ typedef struct {
     int handshaking;               /* the TLS handshake is not done: nothing else happens yet */
     int read_wants_write;          /* a TLS read waits for the socket to be writable */
     int again;                     /* on L.again: decrypted bytes wait inside OpenSSL */
+    int prepaid;                   /* charged to its address at accept: the first request is paid */
 } lconn;
 
 static struct {
@@ -866,7 +867,8 @@ static int admit(lconn *c, const http_head *h, int upgrade) {
     cors_headers(c->cors, sizeof c->cors, origin, ol, host, hl);
     memset(&c->who, 0, sizeof c->who);
     /* Before the key check: a flood of unauthenticated requests is limited too. */
-    double wait = client_take_request(c->client, now_mono());
+    double wait = c->prepaid ? 0 : client_take_request(c->client, now_mono());
+    c->prepaid = 0;
     if (wait > 0) {
         char retry[40];
         snprintf(retry, sizeof retry, "Retry-After: %d\r\n", (int)wait + 1);
@@ -1185,11 +1187,28 @@ static void client_event(lconn *c, uint32_t e) {
 
 static void accept_all(int lfd) {
     for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int prepaid = 0;
+        int fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR) continue;
             if (errno == EMFILE || errno == ENFILE) log_warn("accept: %s (raise the open-files limit)", strerror(errno));
             return;
+        }
+        /* A TLS handshake costs the loop thread far more than a request (a signature): each
+         * connection is charged to its address's request bucket before one is made, so one
+         * address cannot spend the loop on handshakes. (Behind a proxy every connection is the
+         * proxy's: not charged.) */
+        if (L.cfg.tls && !L.cfg.trust_proxy) {
+            char addr[CLIENT_ADDR_MAX];
+            client_address_of_peer((struct sockaddr *)&peer, addr);
+            if (client_take_request(addr, now_mono()) > 0) {
+                metrics_tls_refused();
+                close(fd);
+                continue;
+            }
+            prepaid = 1;
         }
         uint64_t id = atomic_load(&L.stopping) ? 0 : conn_open();
         tls_conn *tls = NULL;
@@ -1226,6 +1245,7 @@ static void accept_all(int lfd) {
         c->rcap = RBUF_CAP;
         c->tls = tls;
         c->handshaking = tls != NULL;
+        c->prepaid = prepaid;
         atomic_fetch_add(&L.conns, 1);
         struct epoll_event e = {.events = EPOLLIN, .data.u64 = TAG(TAG_CLIENT) | (uint64_t)conn_index(id)};
         if (epoll_ctl(L.ep, EPOLL_CTL_ADD, fd, &e)) teardown(c, "epoll");

@@ -84,9 +84,12 @@ class Server:
         """Waits until every worker has loaded its model."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            st = self.http("GET", "/status")[1]
-            if st["workers"]["ready"] >= self.workers:
-                return st
+            try:
+                code, st = self.http("GET", "/status")
+            except urllib.error.URLError:  # refused at accept (TLS over the request rate)
+                code = 0
+            if code == 200 and st["workers"]["ready"] >= self.workers:
+                return st  # (a 429 from a low --client-http-rate: poll again)
             time.sleep(0.1)
         raise RuntimeError("workers not ready:\n" + open(self.log_path).read())
 

@@ -276,6 +276,31 @@ async def reload():
     check(presented_cn() == "da3-test-b", "and the previous certificate stays in use")
 
 
+def handshake_flood():
+    """With TLS each new connection is charged to its address's --client-http-rate bucket before
+    the handshake: a flood of connections from one address is closed at accept (no handshake
+    CPU spent), counted, and the address is served again once its bucket refills."""
+    lim = Server("--tls-cert", CERT, "--tls-key", KEY, "--client-http-rate", "5", tls_ca=BOTH_CA)
+    try:
+        time.sleep(2.2)  # the readiness polls spent part of the burst
+        ok = refused = 0
+        for _ in range(40):
+            try:
+                with socket.create_connection(("127.0.0.1", lim.port), timeout=10) as s:
+                    with lim.ssl_ctx.wrap_socket(s, server_hostname="127.0.0.1"):
+                        ok += 1
+            except (ssl.SSLError, ConnectionResetError, OSError):
+                refused += 1
+        check(ok >= 8 and refused >= 20, f"40 TLS connections at once at 5/s (burst 10): {ok} handshakes, {refused} refused")
+        time.sleep(2.2)
+        st, text = lim.http("GET", "/metrics")
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        n = next((float(l.split()[1]) for l in text.splitlines() if l.startswith("da3_tls_connections_refused_total ")), 0)
+        check(st == 200 and n >= refused, f"served again after the refill, refusals counted: {st}, {n}")
+    finally:
+        lim.cleanup()
+
+
 def refused_startups():
     r = subprocess.run([SERVER, "--port", "0", "--tls-key", KEY], capture_output=True, text=True, timeout=30)
     check(r.returncode == 2 and "go together" in r.stderr, f"--tls-key alone: {r.returncode} {r.stderr[-200:]}")
@@ -294,6 +319,7 @@ try:
     run(hostile_peers())
     run(many_sockets())
     run(reload())
+    handshake_flood()
     refused_startups()
 finally:
     srv.cleanup()

@@ -1,10 +1,13 @@
-"""A real nginx in front of the server, configured as docs/deployment.md says (minus TLS): the
-HTTP API, the WebSocket upgrade, a multi-MB upload and the result all pass through it."""
+"""A real nginx in front of the server, configured as docs/deployment.md says, on a plain port and
+on a TLS port (`listen ... ssl` with a certificate this test makes): the HTTP API, the WebSocket
+upgrade (both protocols), a multi-MB upload and the result all pass through each, and the
+front sees nginx's X-Real-IP as the client's address (--trust-proxy)."""
 import asyncio
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -25,9 +28,13 @@ def free_port():
     return port
 
 
-srv = Server()
+srv = Server("--trust-proxy", "--max-sessions-per-client", "3")
 prefix = tempfile.mkdtemp(prefix="da3-nginx-")
-port = free_port()
+port, tls_port = free_port(), free_port()
+cert, key = os.path.join(prefix, "nginx.crt"), os.path.join(prefix, "nginx.key")
+subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                key, "-out", cert, "-days", "2", "-subj", "/CN=nginx-test", "-addext", "subjectAltName=IP:127.0.0.1"],
+               check=True, capture_output=True)
 conf = f"""
 daemon off;
 worker_processes 1;
@@ -42,12 +49,16 @@ http {{
     upstream da3 {{ server 127.0.0.1:{srv.port}; keepalive 16; }}
     server {{
         listen 127.0.0.1:{port};
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
         location /ws/reconstruct {{
             proxy_pass http://da3;
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
             proxy_read_timeout 600s;
             proxy_send_timeout 600s;
         }}
@@ -56,6 +67,7 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
         }}
     }}
 }}
@@ -66,17 +78,17 @@ nginx = subprocess.Popen([NGINX, "-p", prefix, "-c", os.path.join(prefix, "nginx
 
 
 class Proxied:
-    """The same API as Server, pointed at nginx."""
-    base = f"http://127.0.0.1:{port}"
-    ws_base = f"ws://127.0.0.1:{port}"
+    """The same API as Server, pointed at nginx (its plain or its TLS port)."""
     key = None
     http = Server.http
 
+    def __init__(self, tls):
+        self.ssl_ctx = ssl.create_default_context(cafile=cert) if tls else None
+        self.base = f"https://127.0.0.1:{tls_port}" if tls else f"http://127.0.0.1:{port}"
+        self.ws_base = f"wss://127.0.0.1:{tls_port}" if tls else f"ws://127.0.0.1:{port}"
 
-proxied = Proxied()
 
-
-async def main():
+async def main(proxied):
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -104,7 +116,8 @@ async def main():
     st, js = proxied.http("DELETE", f"/ws/session/{sid}")
     check(st == 200, "delete through nginx")
     # Protocol v2's bare /ws/reconstruct goes through the same location.
-    ws = await websockets.connect(f"{proxied.ws_base}/ws/reconstruct", max_size=None, ping_interval=None)
+    ws = await websockets.connect(f"{proxied.ws_base}/ws/reconstruct", max_size=None, ping_interval=None,
+                                  ssl=proxied.ssl_ctx)
     await ws.send(json.dumps({"type": "init", "process_res": 140}))
     m = json.loads(await asyncio.wait_for(ws.recv(), 30))
     check(m.get("type") == "session_created", f"v2 init through nginx: {m}")
@@ -113,8 +126,24 @@ async def main():
         proxied.http("DELETE", f"/ws/session/{m['session_id']}")
 
 
+def client_address_is_forwarded():
+    """With --trust-proxy the front counts nginx's X-Real-IP (127.0.0.1 here, the test's own
+    address), so the per-client session limit applies through the proxy; a client-sent
+    X-Real-IP is replaced by nginx's."""
+    plain = Proxied(False)
+    made = [plain.http("POST", "/ws/session/create?process_res=70", headers={"X-Real-IP": f"10.9.9.{i}"}) for i in range(4)]
+    codes = [st for st, _ in made]
+    check(codes == [200, 200, 200, 429], f"3 sessions per address through nginx, forged X-Real-IP replaced: {codes}")
+    for st, js in made:
+        if st == 200:
+            plain.http("DELETE", f"/ws/session/{js['session_id']}")
+
+
 try:
-    run(main())
+    for tls in (False, True):
+        print("through nginx" + (" with TLS" if tls else ""))
+        run(main(Proxied(tls)))
+    client_address_is_forwarded()
 finally:
     nginx.terminate()
     nginx.wait(timeout=10)

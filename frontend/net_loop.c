@@ -49,6 +49,10 @@
 
 typedef enum { ST_HTTP = 1, ST_WS } conn_state;
 
+/* What the connection is writing: a control frame of the loop's, a queued frame (or raw HTTP
+ * output), or a relayed backend response. */
+typedef enum { OUT_NONE = 0, OUT_CTL, OUT_FRAME, OUT_RELAY } out_kind;
+
 /* A control frame of the loop's own (pong, ping), written between queued frames. */
 typedef struct {
     uint8_t b[2 + WS_MAX_CONTROL];
@@ -72,6 +76,7 @@ typedef struct {
     ctl_frame ctl[4];
     int nctl;
     int close_after_flush;
+    out_kind writing;              /* an item begun or refused (EAGAIN): continued first */
     /* HTTP */
     int requests;                  /* requests seen on this connection */
     int forwarding;                /* a request is with the backend */
@@ -358,10 +363,25 @@ static int flush_client(lconn *c) {
     pull_output(c); /* e.g. an answer or close frame the loop itself just queued */
     for (;;) {
         ssize_t w;
-        /* Never interleave inside a frame, and never put a control frame of ours before an HTTP
-         * response (the 101) still queued ahead of it. */
-        if (c->wq && (c->wq->sent > 0 || c->wq->opcode < 0)) goto frame;
-        if (c->nctl) {
+        /* An item whose write has begun, or was refused with EAGAIN, is continued before any
+         * other: bytes of two items never interleave, and TLS requires a refused write to be
+         * retried with the same bytes (OpenSSL may already hold them as a half-sent record). */
+        out_kind kind = c->writing;
+        if (!kind) {
+            /* Never put a control frame of ours before an HTTP response (the 101) still queued
+             * ahead of it. */
+            if (c->wq && c->wq->opcode < 0) kind = OUT_FRAME;
+            else if (c->nctl) kind = OUT_CTL;
+            else if (c->wq) kind = OUT_FRAME;
+            else if (c->st == ST_HTTP && c->slen > c->soff) kind = OUT_RELAY;
+            else break;
+        }
+        if ((kind == OUT_CTL && !c->nctl) || (kind == OUT_FRAME && !c->wq)) { /* cannot happen; never loop on it */
+            c->writing = OUT_NONE;
+            continue;
+        }
+        c->writing = kind;
+        if (kind == OUT_CTL) {
             ctl_frame *f = &c->ctl[0];
             w = client_send(c, f->b + f->sent, f->len - f->sent);
             if (w < 0) goto error;
@@ -370,11 +390,11 @@ static int flush_client(lconn *c) {
             f->sent += (size_t)w;
             if (f->sent == f->len) {
                 memmove(c->ctl, c->ctl + 1, (size_t)(--c->nctl) * sizeof *c->ctl);
+                c->writing = OUT_NONE;
             }
             continue;
         }
-        if (c->wq) {
-        frame:;
+        if (kind == OUT_FRAME) {
             conn_out *o = c->wq;
             struct iovec iov[2];
             int n = 0;
@@ -389,6 +409,7 @@ static int flush_client(lconn *c) {
                 o->sent += (size_t)w;
             }
             if (o->sent < o->hlen + o->len) continue;
+            c->writing = OUT_NONE;
             c->wq = o->next;
             if (!c->wq) c->wq_tail = NULL;
             int was_close = o->opcode == WS_OP_CLOSE;
@@ -400,16 +421,17 @@ static int flush_client(lconn *c) {
             }
             continue;
         }
-        if (c->st == ST_HTTP && c->slen > c->soff) {
-            w = client_send(c, c->sbuf + c->soff, c->slen - c->soff);
-            if (w < 0) goto error;
-            metrics_bytes_sent((size_t)w);
-            c->last_tx = now_mono();
-            c->soff += (size_t)w;
-            if (c->soff == c->slen) c->soff = c->slen = 0;
-            continue;
+        /* OUT_RELAY: the backend's response bytes (more may be appended meanwhile: a retry
+         * then offers the same bytes and more, which TLS allows) */
+        w = client_send(c, c->sbuf + c->soff, c->slen - c->soff);
+        if (w < 0) goto error;
+        metrics_bytes_sent((size_t)w);
+        c->last_tx = now_mono();
+        c->soff += (size_t)w;
+        if (c->soff == c->slen) {
+            c->soff = c->slen = 0;
+            c->writing = OUT_NONE;
         }
-        break;
     }
     if (c->close_after_flush && !has_output(c)) {
         teardown(c, "closed after its last message");

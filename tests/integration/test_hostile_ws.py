@@ -407,7 +407,8 @@ def huge_frames(srv):
 
 def capacity():
     section("1,100 WebSockets (item 8)")
-    srv = Server("--max-sessions", "2000", "--max-sessions-per-client", "0", "--max-ws-per-client", "0")  # one test client: one address
+    srv = Server("--max-sessions", "2000", "--max-sessions-per-client", "0", "--max-ws-per-client", "0",
+                 "--client-http-rate", "0")  # one test client: one address
     socks = []
     try:
         with ThreadPoolExecutor(8) as ex:

@@ -12,6 +12,10 @@
 /* Two seconds' worth of tokens: a client may burst, then is held to the rate. */
 #define BURST_SECONDS 2.0
 
+/* A bucket's size for a rate: the burst, but at least one token (a rate under 0.5/s would
+ * otherwise never hold the one token a request takes, and refuse everything). */
+static double burst_of(double rate) { return BURST_SECONDS * rate > 1.0 ? BURST_SECONDS * rate : 1.0; }
+
 struct client_entry {
     char addr[CLIENT_ADDR_MAX];
     int websockets;
@@ -48,15 +52,15 @@ static void refill(client_entry *e, double now) {
     e->last = now;
     if (T.cfg.msg_rate > 0) {
         e->msg_tokens += dt * T.cfg.msg_rate;
-        if (e->msg_tokens > BURST_SECONDS * T.cfg.msg_rate) e->msg_tokens = BURST_SECONDS * T.cfg.msg_rate;
+        if (e->msg_tokens > burst_of(T.cfg.msg_rate)) e->msg_tokens = burst_of(T.cfg.msg_rate);
     }
     if (T.cfg.byte_rate > 0) {
         e->byte_tokens += dt * T.cfg.byte_rate;
-        if (e->byte_tokens > BURST_SECONDS * T.cfg.byte_rate) e->byte_tokens = BURST_SECONDS * T.cfg.byte_rate;
+        if (e->byte_tokens > burst_of(T.cfg.byte_rate)) e->byte_tokens = burst_of(T.cfg.byte_rate);
     }
     if (T.cfg.http_rate > 0) {
         e->http_tokens += dt * T.cfg.http_rate;
-        if (e->http_tokens > BURST_SECONDS * T.cfg.http_rate) e->http_tokens = BURST_SECONDS * T.cfg.http_rate;
+        if (e->http_tokens > burst_of(T.cfg.http_rate)) e->http_tokens = burst_of(T.cfg.http_rate);
     }
 }
 
@@ -82,9 +86,9 @@ static client_entry *entry_of(const char *addr, double now) {
         if (!e) return NULL;
         snprintf(e->addr, sizeof e->addr, "%s", addr);
         e->last = now;
-        e->msg_tokens = BURST_SECONDS * T.cfg.msg_rate;
-        e->byte_tokens = BURST_SECONDS * T.cfg.byte_rate;
-        e->http_tokens = BURST_SECONDS * T.cfg.http_rate;
+        e->msg_tokens = burst_of(T.cfg.msg_rate);
+        e->byte_tokens = burst_of(T.cfg.byte_rate);
+        e->http_tokens = burst_of(T.cfg.http_rate);
         e->next = *head;
         *head = e;
     }

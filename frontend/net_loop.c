@@ -119,6 +119,7 @@ typedef struct {
     tls_conn *tls;
     int handshaking;               /* the TLS handshake is not done: nothing else happens yet */
     int read_wants_write;          /* a TLS read waits for the socket to be writable */
+    int write_wants_read;          /* a TLS write waits for the socket to be readable */
     int again;                     /* on L.again: decrypted bytes wait inside OpenSSL */
     int prepaid;                   /* charged to its address at accept: the first request is paid */
 } lconn;
@@ -231,8 +232,8 @@ static void set_interest(lconn *c) {
     } else {
         int can_read = c->st == ST_WS ? !c->paused && !c->close_recv && !c->starved && !c->throttled : c->rlen < c->rcap;
         int reading = !c->c_eof && can_read && !c->close_after_flush;
-        if (reading) want |= EPOLLIN;
-        if (has_output(c) || (reading && c->read_wants_write)) want |= EPOLLOUT;
+        if (reading || (c->write_wants_read && has_output(c))) want |= EPOLLIN;
+        if ((has_output(c) && !c->write_wants_read) || (reading && c->read_wants_write)) want |= EPOLLOUT;
         if (c->tls) mark_again(c, reading && tls_pending(c->tls) > 0);
     }
     if (want != c->ev) {
@@ -361,6 +362,7 @@ static void respond(lconn *c, int status, const char *detail, const char *extra_
 /* Writes what the connection has queued until the socket is full. Returns -1 after teardown. */
 static int flush_client(lconn *c) {
     pull_output(c); /* e.g. an answer or close frame the loop itself just queued */
+    c->write_wants_read = 0;
     for (;;) {
         ssize_t w;
         /* An item whose write has begun, or was refused with EAGAIN, is continued before any
@@ -380,11 +382,14 @@ static int flush_client(lconn *c) {
             c->writing = OUT_NONE;
             continue;
         }
-        c->writing = kind;
+        /* Over TLS a refused write binds the next one; on a plain socket only bytes already
+         * sent do (so a pong may still go ahead of a large result that has not started). */
+        if (c->tls) c->writing = kind;
         if (kind == OUT_CTL) {
             ctl_frame *f = &c->ctl[0];
             w = client_send(c, f->b + f->sent, f->len - f->sent);
             if (w < 0) goto error;
+            c->writing = kind;
             metrics_bytes_sent((size_t)w);
             c->last_tx = now_mono();
             f->sent += (size_t)w;
@@ -404,6 +409,7 @@ static int flush_client(lconn *c) {
             if (n) {
                 w = client_sendv(c, iov, n);
                 if (w < 0) goto error;
+                c->writing = kind;
                 metrics_bytes_sent((size_t)w);
                 c->last_tx = c->last_data_tx = now_mono();
                 o->sent += (size_t)w;
@@ -425,6 +431,7 @@ static int flush_client(lconn *c) {
          * then offers the same bytes and more, which TLS allows) */
         w = client_send(c, c->sbuf + c->soff, c->slen - c->soff);
         if (w < 0) goto error;
+        c->writing = kind;
         metrics_bytes_sent((size_t)w);
         c->last_tx = now_mono();
         c->soff += (size_t)w;
@@ -439,7 +446,10 @@ static int flush_client(lconn *c) {
     }
     return 0;
 error:
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        c->write_wants_read = c->tls && !tls_wants_write(c->tls);
+        return 0;
+    }
     if (errno == EINTR) return flush_client(c);
     teardown(c, errno == EPIPE || errno == ECONNRESET ? "peer went away" : strerror(errno));
     return -1;
@@ -1184,6 +1194,7 @@ static void client_handshake(lconn *c, uint32_t *events) {
     if (rc == 1) {
         metrics_tls_handshake(1);
         c->handshaking = 0;
+        c->wait_since = now_mono(); /* the request head gets its own --request-timeout */
         *events |= EPOLLIN;
     }
 }
@@ -1434,6 +1445,7 @@ static void *loop_thread(void *arg) {
                 continue;
             }
             if (e & (EPOLLERR | EPOLLHUP)) {
+                if (c->handshaking) metrics_tls_handshake(0);
                 teardown(c, "connection reset");
                 continue;
             }

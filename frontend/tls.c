@@ -13,6 +13,7 @@
 struct tls_conn {
     SSL *ssl;
     int want_write; /* the last EAGAIN waits for POLLOUT */
+    int fatal;      /* a socket or protocol error: no close_notify may be sent (OpenSSL's rule) */
 };
 
 static struct {
@@ -132,7 +133,7 @@ tls_conn *tls_conn_new(int fd) {
 void tls_conn_free(tls_conn *t) {
     if (!t) return;
     /* One close_notify if the socket takes it now; the peer's answer is not awaited. */
-    if (SSL_is_init_finished(t->ssl)) SSL_shutdown(t->ssl);
+    if (!t->fatal && SSL_is_init_finished(t->ssl)) SSL_shutdown(t->ssl);
     SSL_free(t->ssl);
     ERR_clear_error();
     free(t);
@@ -157,9 +158,11 @@ static int map_error(tls_conn *t, int rc) {
     case SSL_ERROR_SYSCALL:
         /* errno from the socket; 0 means the TCP stream simply ended */
         if (saved == 0) return 0;
+        t->fatal = 1;
         errno = saved == EAGAIN ? EPROTO : saved;
         return -1;
     default:
+        t->fatal = 1;
         errno = EPROTO;
         return -1;
     }
@@ -179,6 +182,7 @@ int tls_handshake(tls_conn *t, char *why, size_t whylen) {
         ERR_clear_error();
         return 0;
     }
+    t->fatal = 1;
     if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN) {
         snprintf(why, whylen, "TLS handshake: %s", errno ? strerror(errno) : "the peer closed");
         ERR_clear_error();

@@ -44,8 +44,9 @@ int tls_handshake(tls_conn *t, char *why, size_t whylen);
  * (EAGAIN: wait for the socket, in the direction tls_wants_write says; EPROTO: a TLS error). */
 ssize_t tls_read(tls_conn *t, void *buf, size_t n);
 
-/* Like send(2) without SIGPIPE: bytes written (a partial write is normal), -1 with errno (EAGAIN:
- * retry later with at least the same bytes; EPIPE / EPROTO: the connection is gone). */
+/* Like send(2): bytes written (a partial write is normal), -1 with errno (EAGAIN: retry later
+ * with at least the same bytes; EPIPE / EPROTO: the connection is gone). OpenSSL writes with
+ * write(2), so the process must ignore SIGPIPE (da3-server's main does). */
 ssize_t tls_write(tls_conn *t, const void *buf, size_t n);
 
 /* 1 when the last call that returned EAGAIN (or handshake 0) waits for the socket to be

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "frontend/client_limits.h"
 #include "tests/unit/check.h"
 
@@ -64,16 +65,21 @@ static void buckets(void) {
     CHECK(a && a == b && client_ws_acquire("10.0.0.3") == NULL);
     client_ws_release(b);
     CHECK(client_ws_acquire("10.0.0.3") == a);
-    double now = 2000.0;
+    double now = now_mono() + 10; /* WebSocket entries start on the real clock */
     client_take_message(a, now); /* the entry's clock starts here */
     ok = 1;
     for (int i = 0; i < 20; i++) ok += client_take_message(a, now);
     CHECK_MSG(ok == 10, "%d messages in the burst", ok);
-    CHECK(client_take_message(a, now + 0.2) == 1 && client_take_message(a, now + 0.2) == 0);
+    CHECK(client_take_message(a, now + 0.25) == 1 && client_take_message(a, now + 0.25) == 0);
     CHECK(client_take_bytes(a, 2000, now + 10) == 0);
     CHECK_NEAR(client_take_bytes(a, 500, now + 10), 0.5, 1e-9);
     client_ws_release(a);
     client_ws_release(a);
+    /* A rate under 0.5/s still holds one token (else it would refuse everything). */
+    client_limits_config slow = {.http_rate = 0.2};
+    CHECK(client_limits_init(&slow, 64) == 0);
+    CHECK(client_take_request("10.0.0.9", t) == 0 && client_take_request("10.0.0.9", t) > 0);
+    CHECK(client_take_request("10.0.0.9", t + 5.1) == 0);
 }
 
 int main(void) {

@@ -38,6 +38,12 @@ srv = Server("--max-sessions", str(MAX_SESSIONS), "--max-websockets", "12", "--m
              "--max-session-mb", "1", "--max-message-mb", "1", "--ws-ping-interval", "1", "--request-timeout", "2",
              "--trust-proxy", env=env)
 T0 = time.time()
+# Made before any socket opens: the server pings every second (--ws-ping-interval 1) and drops a
+# socket silent for 2 s, and under ASan each make_jpeg run blocks this event loop for ~1.6 s.
+BIG = [make_image(560, 420, seed=200 + i, quality=100) for i in range(5)]
+for seed in [*range(900, 916), *range(300, 307), 1, 2]:  # the small ones too (make_image caches)
+    make_image(70, 52, seed=seed)
+make_image(32, 24, seed=1)
 
 
 def ip(n):
@@ -158,7 +164,7 @@ async def messages_and_images(by):
     await by.ok("the pixel limit")
 
     section("--max-session-mb 1")
-    big = [make_image(560, 420, seed=200 + i, quality=100) for i in range(5)]
+    big = BIG
     fit = 0
     while sum(map(len, big[:fit + 1])) <= 1 << 20:
         fit += 1

@@ -29,7 +29,19 @@ static struct {
     size_t nbuckets;
 } T;
 
+void client_limits_free(void) {
+    for (size_t i = 0; T.buckets && i < T.nbuckets; i++)
+        for (client_entry *e = T.buckets[i], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    free(T.buckets);
+    T.buckets = NULL;
+    T.nbuckets = 0;
+}
+
 int client_limits_init(const client_limits_config *cfg, int max_conns) {
+    client_limits_free();
     T.cfg = *cfg;
     T.nbuckets = 1;
     while (T.nbuckets < (size_t)(max_conns > 0 ? max_conns : 1)) T.nbuckets <<= 1;

@@ -35,8 +35,12 @@ int client_address_forwarded(const char *v, size_t n, char out[CLIENT_ADDR_MAX])
 /* The same key for a socket peer (AF_INET / AF_INET6); "unknown" for anything else. */
 void client_address_of_peer(const struct sockaddr *sa, char out[CLIENT_ADDR_MAX]);
 
-/* Sets the limits (before the loop starts) and sizes the table for up to max_conns addresses. */
+/* Sets the limits (before the loop starts) and sizes the table for up to max_conns addresses
+ * (a table from an earlier call is freed first). */
 int client_limits_init(const client_limits_config *cfg, int max_conns);
+
+/* Forgets every address and frees the table (entries held by sockets must be released first). */
+void client_limits_free(void);
 
 /* Takes a WebSocket slot for addr. Returns its entry (hold it until client_ws_release), or NULL
  * when the address already has max_websockets (or the table is full). */

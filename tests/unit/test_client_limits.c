@@ -80,6 +80,7 @@ static void buckets(void) {
     CHECK(client_limits_init(&slow, 64) == 0);
     CHECK(client_take_request("10.0.0.9", t) == 0 && client_take_request("10.0.0.9", t) > 0);
     CHECK(client_take_request("10.0.0.9", t + 5.1) == 0);
+    client_limits_free();
 }
 
 int main(void) {

@@ -141,6 +141,14 @@ bench-load:
 	@$(MAKE) --no-print-directory all
 	BUILD=$(BUILD) scripts/bench-load.sh
 
+# Soak (scripts/soak.sh, tests/soak/soak.py; docs/load-testing.md): SOAK_SECONDS (600) of mixed
+# load on its own server, a row every SOAK_INTERVAL (10) s, exits 1 when a series grows. Not in CI.
+.PHONY: soak
+soak:
+	@scripts/install-deps.sh
+	@$(MAKE) --no-print-directory all
+	BUILD=$(BUILD) scripts/soak.sh
+
 # ---- fuzz: libFuzzer harnesses (tests/fuzz/fuzz_<name>.c; tests/fuzz/README.md says what each
 # drives). Built with Debian's clang whatever CC is, always into build/fuzz (never BUILD: the
 # sanitizer builds use other compilers' flags). The project's C files are compiled once into an

@@ -8,7 +8,7 @@
 
 typedef struct node {
     struct node *next;
-    uint64_t conn_id;
+    uint64_t conn_id, seq;
     char session_id[40];
 } node;
 
@@ -27,17 +27,21 @@ static node **find(const char *id) {
     return p;
 }
 
-uint64_t attach_set(const char *session_id, uint64_t conn_id) {
+uint64_t attach_set(const char *session_id, uint64_t conn_id, uint64_t seq) {
     node *fresh = calloc(1, sizeof *fresh);
     pthread_mutex_lock(&lock);
     node **p = find(session_id);
     uint64_t old = 0;
-    if (*p) {
+    if (*p && (*p)->seq > seq) {
+        old = conn_id; /* a connection opened later is attached already: it stays */
+    } else if (*p) {
         old = (*p)->conn_id;
         (*p)->conn_id = conn_id;
+        (*p)->seq = seq;
     } else if (fresh) {
         strncpy(fresh->session_id, session_id, sizeof fresh->session_id - 1);
         fresh->conn_id = conn_id;
+        fresh->seq = seq;
         *p = fresh;
         fresh = NULL;
     }

@@ -7,8 +7,12 @@
 
 #include <stdint.h>
 
-/* Attaches conn_id to the session; returns the connection it replaces (0 when none). */
-uint64_t attach_set(const char *session_id, uint64_t conn_id);
+/* Attaches conn_id to the session unless a connection with a later seq (the order in which
+ * connections asked for the session) is attached already. Returns the connection that lost:
+ * the one replaced, conn_id itself when it came too late, or 0 when nobody was attached. Two
+ * handler threads attaching at once thus always leave the later asker attached, whichever
+ * thread gets here first. */
+uint64_t attach_set(const char *session_id, uint64_t conn_id, uint64_t seq);
 
 /* The session's connection, or 0. */
 uint64_t attach_get(const char *session_id);

@@ -1,6 +1,7 @@
 #include "frontend/ws.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,11 @@ typedef struct {
     api_identity who;  /* the key the upgrade presented (frontend/api_keys.h) */
     char client[64];   /* the client's address (frontend/client_limits.h) */
     session *s;        /* referenced while attached; NULL before a v2 init */
+    uint64_t seq;      /* when it asked for its session (attach.h): the later asker wins */
 } ws_client;
+
+/* Orders the requests for sessions (v1 opens, v2 inits) across handler threads. */
+static atomic_ullong ask_seq;
 
 static void send_text(uint64_t id, const char *text) {
     if (text) conn_send_text(id, text, strlen(text));
@@ -47,13 +52,21 @@ static void send_error(uint64_t id, const char *message) {
 /* Makes c the session's connection (c takes over the reference to s). A reconnect takes over the
  * session: the previous socket (often a dead one the client gave up on) is told and closed, so
  * results always go to the newest connection. The caller has queued its greeting already, so it
- * always comes first. */
+ * always comes first. "Newest" is the order of asking (c->seq, taken before the greeting): a
+ * client that reconnects on seeing the old socket's greeting must win even when the old socket's
+ * handler thread attaches after the new one's (found by make soak: 1 takeover in ~300). */
 static void attach_client(ws_client *c, session *s) {
+    uint64_t lost = attach_set(s->id, c->id, c->seq);
+    if (lost == c->id) { /* a later connection holds the session: this one is the old one */
+        sessions_put(s);
+        send_error(c->id, "Another connection took over this session");
+        conn_close(c->id, WS_CLOSE_NORMAL, "Another connection took over this session");
+        return;
+    }
     c->s = s;
-    uint64_t old = attach_set(s->id, c->id);
-    if (old && old != c->id) {
-        send_error(old, "Another connection took over this session");
-        conn_close(old, WS_CLOSE_NORMAL, "Another connection took over this session");
+    if (lost) {
+        send_error(lost, "Another connection took over this session");
+        conn_close(lost, WS_CLOSE_NORMAL, "Another connection took over this session");
     }
     if (s->cfg.streaming) { /* a chunk that waited for its client (e.g. across a restart) */
         pthread_mutex_lock(&s->lock);
@@ -94,6 +107,7 @@ static void on_open(uint64_t id, const char *target, const api_identity *who, co
         *conn_user(id) = c;
         return;
     }
+    uint64_t seq = atomic_fetch_add(&ask_seq, 1) + 1;
     char sid[64] = "";
     if (!strncmp(target, WS_V1_PREFIX, strlen(WS_V1_PREFIX)))
         snprintf(sid, sizeof sid, "%.*s", (int)strcspn(target + strlen(WS_V1_PREFIX), "?"), target + strlen(WS_V1_PREFIX));
@@ -114,6 +128,7 @@ static void on_open(uint64_t id, const char *target, const api_identity *who, co
     }
     c->id = id;
     c->who = *who;
+    c->seq = seq;
     *conn_user(id) = c;
     pthread_mutex_lock(&s->lock);
     session_touch(s);
@@ -200,6 +215,7 @@ static void handle_init(ws_client *c, const json_t *msg) {
         return;
     }
     int resumed = json_is_string(sid);
+    c->seq = atomic_fetch_add(&ask_seq, 1) + 1;
     session *s = resumed ? resume_session(json_string_value(sid), msg, &c->who, err, sizeof err)
                          : create_session(msg, c, err, sizeof err);
     if (!s) {

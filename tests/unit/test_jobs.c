@@ -65,7 +65,7 @@ static session *new_session(uint64_t *conn) {
     s->image_count = 2;
     pthread_mutex_unlock(&s->lock);
     *conn = conn_open();
-    attach_set(s->id, *conn);
+    attach_set(s->id, *conn, *conn);
     return s;
 }
 

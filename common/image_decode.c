@@ -41,7 +41,9 @@ static int check_limits(long long w, long long h, char *err, size_t errlen) {
         set_error(err, errlen, "invalid image dimensions: %lldx%lld", w, h);
         return -1;
     }
-    if (w * h > IMAGE_MAX_PIXELS) {
+    /* Each side first: a container's 32-bit sizes would overflow the product (found by
+     * fuzz_image: corpus regress-heif-size-overflow). */
+    if (w > IMAGE_MAX_PIXELS || h > IMAGE_MAX_PIXELS || w * h > IMAGE_MAX_PIXELS) {
         long side = 1;
         while ((side + 1) * (side + 1) <= IMAGE_MAX_PIXELS) side++;
         if (side * side == IMAGE_MAX_PIXELS)

@@ -297,16 +297,22 @@ static void handle_finished(int slot, const shmq_job *j) {
                  j->error);
         shmq_release(g_server.q, slot);
         session *s = sessions_get(sid);
-        if (s) {
-            /* A failed automatic run leaves the session usable, as the reference does: the
-             * client did not ask for it, and its next images try again. */
-            finish_session(s, j, j->params.auto_generated, j->error);
-            sessions_put(s);
+        char line[1300];
+        if (!s) {
+            /* Deleted or expired while the job ran: its files went first (session_close.c), so
+             * the worker may fail on them before the cancel reaches it. Nobody is waiting. */
+            metrics_job_outcome(METRICS_JOB_CANCELLED, 1);
+            job_log_head(line, sizeof line, j, "cancelled", queue_wait_s(j), 0, 0);
+            log_info("%s: its session was removed while it ran (%s)", line, j->error);
+            return;
         }
+        /* A failed automatic run leaves the session usable, as the reference does: the
+         * client did not ask for it, and its next images try again. */
+        finish_session(s, j, j->params.auto_generated, j->error);
+        sessions_put(s);
         client_send_error(sid, msg);
         metrics_job_outcome(METRICS_JOB_FAILED, 1);
         if (j->t_claimed > 0) metrics_queue_wait(queue_wait_s(j));
-        char line[1300];
         job_log_head(line, sizeof line, j, "failed", queue_wait_s(j), 0, 0);
         log_warn("%s: %s", line, j->error);
         start_due_after_job(sid, 0);

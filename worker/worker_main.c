@@ -2,12 +2,14 @@
  * device, then loops: claim the oldest queued job from the shared job table, run the pipeline,
  * write the GLB and its metadata straight into the shared arena, mark the job done. It never
  * outlives its front (see front_alive). */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/fault.h"
@@ -162,7 +164,12 @@ static void run_job(shmq *q, da3_model *model, int slot, uint64_t job_id, const 
     int rc = jp->stream_chunk_size > 0 ? run_stream_job(q, model, slot, job_id, jp, &pp, err, sizeof err)
                                        : run_plain_job(q, model, slot, job_id, jp, &pp, err, sizeof err);
     if (rc) {
-        log_warn("job %llu failed: %s", (unsigned long long)job_id, err);
+        /* A session deleted or expired while its job ran loses its folder first: not a fault. */
+        struct stat st;
+        if (stat(jp->image_dir, &st) != 0 && errno == ENOENT)
+            log_info("job %llu stopped: its session's files were removed meanwhile (%s)", (unsigned long long)job_id, err);
+        else
+            log_warn("job %llu failed: %s", (unsigned long long)job_id, err);
         shmq_fail(q, slot, job_id, err);
     }
 }

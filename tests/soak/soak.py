@@ -95,11 +95,9 @@ UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 PER_CLIENT_LIMITS = ("--max-sessions-per-client", "--max-ws-per-client", "--client-msg-rate",
                      "--client-byte-rate-mb", "--client-http-rate")
 # Server log lines the soak's own hostile clients cause: a result for an abandoned session (no
-# socket) or a non-reading one is not delivered; a connection that reads nothing is dropped; a
-# worker that has just claimed a job whose session a client DELETEs right after its generate
-# (abandon, noread) finds the images gone.
-EXPECTED_LOG = [re.compile(p) for p in (r"NOT delivered", r"dropped, it read nothing",
-                                         r"^job \d+ failed: image \d+ is missing from the session's storage$")]
+# socket) or a non-reading one is not delivered; a connection that reads nothing is dropped. (A
+# job whose session a client DELETEs while it runs is logged at info, not counted here.)
+EXPECTED_LOG = [re.compile(p) for p in (r"NOT delivered", r"dropped, it read nothing")]
 
 
 class Soak:

@@ -884,7 +884,15 @@ static void client_address(lconn *c, const http_head *h) {
     const char *v;
     if (L.cfg.trust_proxy) {
         if ((v = http_head_get(h, "X-Real-IP", &n)) && client_address_parse(v, n, c->client) == 0) return;
-        if ((v = http_head_get(h, "X-Forwarded-For", &n)) && client_address_forwarded(v, n, c->client) == 0) return;
+        /* The last X-Forwarded-For line: a proxy that appends its own line (rather than extending
+         * the client's) puts the one it vouches for last. */
+        for (int i = h->num_headers - 1; i >= 0; i--) {
+            const http_header *x = &h->headers[i];
+            if (x->name_len == 15 && !strncasecmp(x->name, "X-Forwarded-For", 15)) {
+                if (client_address_forwarded(x->value, x->value_len, c->client) == 0) return;
+                break;
+            }
+        }
     }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;

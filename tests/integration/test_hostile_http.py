@@ -208,6 +208,13 @@ def request_flood():
         check(st == 429 and int(hd.get("retry-after", "0")) >= 1, f"429 carries Retry-After: {st} {hd}")
         st, _ = lim.http("GET", "/status", headers={"X-Real-IP": "10.1.1.2"})
         check(st == 200, f"another address is served meanwhile: {st}")
+        # Without X-Real-IP: the last X-Forwarded-For line's last entry is the client (a proxy
+        # that appends its own line puts it last; what a client wrote before it is not believed).
+        def xff(*lines):
+            head = "".join(f"X-Forwarded-For: {l}\r\n" for l in lines)
+            return raw_http(lim, f"GET /status HTTP/1.1\r\nHost: x\r\n{head}Connection: close\r\n\r\n".encode())[0]
+        check(xff("10.1.1.1", "10.1.1.3") == 200, "a client-written X-Forwarded-For line before the proxy's is ignored")
+        check(xff("10.1.1.3", "192.0.2.1, 10.1.1.1") == 429, "the last line's last entry is the client counted")
         time.sleep(1.2)
         st, _ = lim.http("GET", "/status", headers={"X-Real-IP": "10.1.1.1"})
         check(st == 200, f"the bucket refills: {st}")

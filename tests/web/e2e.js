@@ -107,12 +107,16 @@ async function drag(page, dx, dy) {
 
 // Waits until the view is still: no frame drawn for 250 ms (damping over, last frame drawn).
 async function settle(page) {
+  // Quiet for 250 ms with no frame pending: no frame drawn and the camera where it was (on a
+  // loaded machine software GL can take longer than that between two frames while damping still
+  // moves the camera).
   await page.evaluate(() => new Promise((resolve) => {
-    let drawn = -1, since = 0;
+    let drawn = -1, where = '', since = 0;
     const poll = () => {
-      const now = performance.now();
-      if (window.da3Viewer.framesDrawn !== drawn) { drawn = window.da3Viewer.framesDrawn; since = now; }
-      if (now - since > 250) resolve(); else setTimeout(poll, 50);
+      const now = performance.now(), v = window.da3Viewer;
+      const at = v.camera.position.toArray().join(',') + '|' + v.controls.target.toArray().join(',');
+      if (v.framesDrawn !== drawn || at !== where) { drawn = v.framesDrawn; where = at; since = now; }
+      if (now - since > 250 && !v.framePending) resolve(); else setTimeout(poll, 50);
     };
     poll();
   }));

@@ -22,6 +22,7 @@ and the page starts a new one; no key shows up in the console, the page's log or
 `test_web_page.py --readme-screenshot` also writes the 100,000-point page to
 docs/images/web-page.png, the README's screenshot (run it only to refresh that image)."""
 import json
+import math
 import os
 import secrets
 import shutil
@@ -246,8 +247,14 @@ def main():
         check((res.get("canvasLitPixels") or 0) > 50, f"the viewer drew points: {res.get('canvasLitPixels')} lit pixels")
         check(scene.get("cameras") == 3 and scene.get("camerasVisible"), f"3 frustums shown: {scene.get('cameras')}")
         check(res.get("cameraAfterOrbit") != scene.get("camera"), "dragging and the wheel moved the camera")
-        check(same_place(res.get("cameraAfterFit"), scene.get("camera")),
-              f"fit view returns to the fitted camera: {res.get('cameraAfterFit')} vs {scene.get('camera')}")
+        # Fit view is a function of the cloud and the canvas: two fits give one camera. (Not
+        # compared with the first automatic fit: the page's layout can still change the canvas's
+        # aspect after it, e.g. when a slow server's last progress line goes away.)
+        check(same_place(res.get("cameraAfterFit"), res.get("cameraAfterSecondFit")),
+              f"fit view returns to the fitted camera: {res.get('cameraAfterFit')} vs {res.get('cameraAfterSecondFit')}")
+        first, fit = scene.get("camera") or [0, 0, 0], res.get("cameraAfterFit") or [0, 0, 0]
+        check(abs(math.dist(first, [0, 0, 0]) - math.dist(fit, [0, 0, 0])) < 0.1 * math.dist(first, [0, 0, 0]) + 1e-9,
+              f"and near the first automatic fit: {fit} vs {first}")
         check(res.get("pointSizeSet") == 6 and (res.get("litPixelsBigPoints") or 0) > (res.get("canvasLitPixels") or 0),
               f"point size 6 draws larger points: {res.get('litPixelsBigPoints')} lit pixels "
               f"(size {res.get('pointSizeSet')}) vs {res.get('canvasLitPixels')}")

@@ -186,6 +186,11 @@ async function pageScenario(page) {
   await page.click('#fit-btn');
   await settle(page);
   result.cameraAfterFit = (await page.evaluate(sceneState)).camera;
+  await drag(page, -60, 20);
+  await settle(page);
+  await page.click('#fit-btn');
+  await settle(page);
+  result.cameraAfterSecondFit = (await page.evaluate(sceneState)).camera;
 
   step('point size and cameras toggle');
   await page.fill('#point-size', '6');

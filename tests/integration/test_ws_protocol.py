@@ -282,7 +282,9 @@ async def takeover_chains(chains=6):
         srv = main_srv
 
 
-run(main())
-run(takeover_chains())
-srv.cleanup()
+try:
+    run(main())
+    run(takeover_chains())
+finally:
+    srv.cleanup()
 finish("test_ws_protocol")

@@ -24,6 +24,18 @@ SERVER = os.path.join(BUILD, "da3-server")
 MAKE_JPEG = os.path.join(BUILD, "tools", "make_jpeg")
 
 failures = []
+_started = []  # every Server: killed at exit if a test died before its cleanup
+
+
+def _kill_leftovers():
+    for srv in _started:
+        if srv.proc and srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+
+
+import atexit  # noqa: E402
+atexit.register(_kill_leftovers)
 
 
 def check(cond, what):
@@ -57,6 +69,7 @@ class Server:
         self.port = port
         self.env = env
         self.proc = None
+        _started.append(self)
         self.start()
 
     def start(self):

@@ -193,21 +193,22 @@ int is_uuid(const char *s) {
     return 1;
 }
 
+static void verror(char *err, size_t errlen, const char *fmt, va_list ap) {
+    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
+}
+
 void set_error(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    verror(err, errlen, fmt, ap);
     va_end(ap);
 }
 
 int fail_msg(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    verror(err, errlen, fmt, ap);
+    va_end(ap);
     return -1;
 }
 

@@ -359,6 +359,13 @@ static void respond(lconn *c, int status, const char *detail, const char *extra_
 
 /* ---- output --------------------------------------------------------------------------------- */
 
+/* Bookkeeping after w bytes of an item of `kind` went out: it is now begun (continued first). */
+static void wrote(lconn *c, out_kind kind, ssize_t w) {
+    c->writing = kind;
+    metrics_bytes_sent((size_t)w);
+    c->last_tx = now_mono();
+}
+
 /* Writes what the connection has queued until the socket is full. Returns -1 after teardown. */
 static int flush_client(lconn *c) {
     pull_output(c); /* e.g. an answer or close frame the loop itself just queued */
@@ -378,10 +385,6 @@ static int flush_client(lconn *c) {
             else if (c->st == ST_HTTP && c->slen > c->soff) kind = OUT_RELAY;
             else break;
         }
-        if ((kind == OUT_CTL && !c->nctl) || (kind == OUT_FRAME && !c->wq)) { /* cannot happen; never loop on it */
-            c->writing = OUT_NONE;
-            continue;
-        }
         /* Over TLS a refused write binds the next one; on a plain socket only bytes already
          * sent do (so a pong may still go ahead of a large result that has not started). */
         if (c->tls) c->writing = kind;
@@ -389,9 +392,7 @@ static int flush_client(lconn *c) {
             ctl_frame *f = &c->ctl[0];
             w = client_send(c, f->b + f->sent, f->len - f->sent);
             if (w < 0) goto error;
-            c->writing = kind;
-            metrics_bytes_sent((size_t)w);
-            c->last_tx = now_mono();
+            wrote(c, kind, w);
             f->sent += (size_t)w;
             if (f->sent == f->len) {
                 memmove(c->ctl, c->ctl + 1, (size_t)(--c->nctl) * sizeof *c->ctl);
@@ -409,9 +410,8 @@ static int flush_client(lconn *c) {
             if (n) {
                 w = client_sendv(c, iov, n);
                 if (w < 0) goto error;
-                c->writing = kind;
-                metrics_bytes_sent((size_t)w);
-                c->last_tx = c->last_data_tx = now_mono();
+                wrote(c, kind, w);
+                c->last_data_tx = c->last_tx;
                 o->sent += (size_t)w;
             }
             if (o->sent < o->hlen + o->len) continue;
@@ -431,9 +431,7 @@ static int flush_client(lconn *c) {
          * then offers the same bytes and more, which TLS allows) */
         w = client_send(c, c->sbuf + c->soff, c->slen - c->soff);
         if (w < 0) goto error;
-        c->writing = kind;
-        metrics_bytes_sent((size_t)w);
-        c->last_tx = now_mono();
+        wrote(c, kind, w);
         c->soff += (size_t)w;
         if (c->soff == c->slen) {
             c->soff = c->slen = 0;

@@ -93,17 +93,6 @@ static char *bounded_strdup(const char *name) {
     return strndup(name, session_filename_bound(name, PROTOCOL_MAX_FILENAME_BYTES));
 }
 
-static double file_mtime(const char *path) {
-    struct stat st;
-    if (stat(path, &st)) return 0;
-    return (double)st.st_mtim.tv_sec + st.st_mtim.tv_nsec * 1e-9;
-}
-
-static unsigned long long file_size(const char *path) {
-    struct stat st;
-    return stat(path, &st) ? 0 : (unsigned long long)st.st_size;
-}
-
 /* What a crash in the middle of a write left in dir: temporary files (half an image, a torn
  * session.json) and, with keep_below >= 0, the meta and camera files of an upload that never got
  * its image file (index >= keep_below), so nothing but what was acknowledged stays on disk. */
@@ -225,9 +214,11 @@ int session_store_load(session *s, int server_max_images) {
     for (int i = 0; i < s->image_count; i++) {
         char img[700];
         if (fmt_path(img, sizeof img, "%s/%s", s->image_dir, s->images[i].file)) continue;
-        double t = file_mtime(img);
+        struct stat st;
+        if (stat(img, &st)) continue;
+        double t = (double)st.st_mtim.tv_sec + st.st_mtim.tv_nsec * 1e-9;
         if (t > s->last_activity) s->last_activity = t;
-        s->stored_bytes += file_size(img);
+        s->stored_bytes += (unsigned long long)st.st_size;
     }
     remove_leftovers(s, s->dir, -1);
     remove_leftovers(s, s->image_dir, is_legacy ? -1 : s->image_count);

@@ -107,13 +107,6 @@ int tls_reload(char *err, size_t errlen) {
     return tls_init(cert, key, err, errlen);
 }
 
-int tls_enabled(void) {
-    pthread_mutex_lock(&T.lock);
-    int on = T.ctx != NULL;
-    pthread_mutex_unlock(&T.lock);
-    return on;
-}
-
 tls_conn *tls_conn_new(int fd) {
     tls_conn *t = calloc(1, sizeof *t);
     if (!t) return NULL;

@@ -27,9 +27,6 @@ int tls_init(const char *cert_file, const char *key_file, char *err, size_t errl
 /* Reloads the files given to tls_init (SIGHUP). Returns 0, or -1 with err set (old ones stay). */
 int tls_reload(char *err, size_t errlen);
 
-/* 1 once tls_init has succeeded. */
-int tls_enabled(void);
-
 /* A TLS server end for an accepted non-blocking socket, or NULL (out of memory). */
 tls_conn *tls_conn_new(int fd);
 
